@@ -1,0 +1,65 @@
+"""Shared pieces of the operator modules: the Count of a module and per-layer counting rules.
+
+Counting follows the seed papers' convention: multiply-accumulates (MACs) of convolutions, linear
+layers and the attention matmuls; norms, activations, softmax, pooling, biases and element-wise
+products cost nothing. Parameters are exact. `sparsity` is the fraction of a conv/linear weight held
+at zero by a fixed mask (:mod:`nas.sparse`), which removes exactly ``int(numel * sparsity)`` weights.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch.nn as nn
+from timm.layers import LayerNorm2d
+
+__all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d"]
+
+
+@dataclass(frozen=True)
+class Count:
+    """Parameters and MACs of a module; the nonzero_* figures leave out masked (sparse) weights."""
+
+    params: int = 0
+    flops: int = 0
+    nonzero_params: int = 0
+    nonzero_flops: float = 0.0
+
+    def __add__(self, other: "Count") -> "Count":
+        return Count(self.params + other.params, self.flops + other.flops,
+                     self.nonzero_params + other.nonzero_params, self.nonzero_flops + other.nonzero_flops)
+
+    def __mul__(self, times: int) -> "Count":
+        return Count(self.params * times, self.flops * times,
+                     self.nonzero_params * times, self.nonzero_flops * times)
+
+    __rmul__ = __mul__
+
+
+def conv_count(cin: int, cout: int, kernel: int | tuple[int, int], out_hw: tuple[int, int],
+               groups: int = 1, bias: bool = True, sparsity: float = 0.0) -> Count:
+    """A Conv2d producing an `out_hw` map; a 1x1 conv on tokens is a linear layer."""
+    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
+    weights = cout * (cin // groups) * kh * kw
+    macs = weights * out_hw[0] * out_hw[1]
+    zeros = int(weights * sparsity)
+    params = weights + (cout if bias else 0)
+    return Count(params, macs, params - zeros, macs * (weights - zeros) / weights)
+
+
+def linear_count(cin: int, cout: int, tokens: int, bias: bool = True, sparsity: float = 0.0) -> Count:
+    return conv_count(cin, cout, 1, (tokens, 1), bias=bias, sparsity=sparsity)
+
+
+def norm_count(channels: int, affine: bool = True) -> Count:
+    params = 2 * channels if affine else 0
+    return Count(params, 0, params, 0)
+
+
+def matmul_count(macs: int) -> Count:
+    """Weight-free products (attention's Q.K^T and A.V)."""
+    return Count(0, macs, 0, macs)
+
+
+def make_norm2d(kind: str, channels: int) -> nn.Module:
+    """A norm over the channels of an NCHW map: 'bn' (BatchNorm2d) or 'ln' (LayerNorm2d, eps 1e-6)."""
+    return nn.BatchNorm2d(channels) if kind == "bn" else LayerNorm2d(channels, eps=1e-6)
