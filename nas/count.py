@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from search_spaces.spec import ArchSpec
+
 from .ops import BLOCKS
 from .ops.base import Count, linear_count, norm_count
 from .ops.pelk import pelk_conv_channels

@@ -9,6 +9,7 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d, trunc_normal_
 
 from search_spaces.spec import ArchSpec
+
 from .ops import BLOCKS
 from .ops.pelk import make_pos_embed, pelk_conv_channels
 from .ops.stems import build_downsample, build_stem

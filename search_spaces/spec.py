@@ -38,8 +38,9 @@ BLOCK_DEFAULTS: dict[str, dict[str, Any]] = {
             "qkv_bias": True, "layer_scale": 0.0},
 }
 BLOCK_TYPES = tuple(BLOCK_DEFAULTS)
-# One-letter codes for layout strings such as C-C-T-T or S-S-SM-M.
-LAYOUT_CODES = {"convnext": "C", "mbconv": "C", "lka": "L", "pelk": "P", "sam": "S", "msa": "M"}
+# One-letter codes for layout strings such as C-C-T-T (CoAtNet) or S-S-SM-M (SMT); an MSA block with
+# relative position bias is CoAtNet's transformer block "T".
+LAYOUT_CODES = {"convnext": "X", "mbconv": "C", "lka": "L", "pelk": "P", "sam": "S", "msa": "M"}
 
 # Stem types and their total stride.
 STEM_TYPES = {
@@ -94,6 +95,8 @@ class BlockSpec:
 
     @property
     def code(self) -> str:
+        if self.type == "msa" and self.params.get("rel_pos"):
+            return "T"
         return LAYOUT_CODES.get(self.type, "?")
 
     def validate(self, where: str, width: int) -> None:
@@ -164,7 +167,8 @@ class StemSpec:
                f"width must be null or an integer >= 1, got {self.width!r}")
         _check(self.width is not None or self.stride == 4, "stem",
                f"a {self.type!r} stem needs a width (its first stage downsamples from it)")
-        _check(_is_int(self.kernel) and self.kernel >= 1, "stem", f"kernel must be an integer >= 1, got {self.kernel!r}")
+        _check(_is_int(self.kernel) and self.kernel >= 1, "stem",
+               f"kernel must be an integer >= 1, got {self.kernel!r}")
         _check(self.norm in NORMS, "stem", f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.type == "patch":
             _check(self.kernel == 4, "stem", "a 'patch' stem has kernel 4 (4x4, stride 4)")
@@ -262,12 +266,13 @@ class ArchSpec:
         """A layout string such as 'C-C-M-M' (CoAtNet) or 'S-S-SM-M' (SMT)."""
         return "-".join(s.layout for s in self.stages)
 
-    def validate(self) -> "ArchSpec":
+    def validate(self) -> ArchSpec:
         """Check every field; raise SpecError naming the first problem. Returns self."""
         _check(isinstance(self.stem, StemSpec), "stem", "must be a stem spec")
         self.stem.validate()
+        got = len(self.stages) if isinstance(self.stages, tuple) else repr(self.stages)
         _check(isinstance(self.stages, tuple) and len(self.stages) == 4, "stages",
-               f"need exactly 4 stages (strides 4, 8, 16, 32), got {len(self.stages) if isinstance(self.stages, tuple) else self.stages!r}")
+               f"need exactly 4 stages (strides 4, 8, 16, 32), got {got}")
         _check(_is_number(self.width_mult) and self.width_mult > 0, "width_mult",
                f"must be a number > 0, got {self.width_mult!r}")
         _check(_is_number(self.sparsity) and 0 <= self.sparsity < 1, "sparsity",
@@ -294,6 +299,7 @@ class ArchSpec:
     def to_dict(self) -> dict[str, Any]:
         """Plain data (lists, dicts, numbers, strings) that json.dumps accepts."""
         data = asdict(self)
+        data["stages"] = list(data["stages"])
         for stage in data["stages"]:
             stage["blocks"] = [dict(type=b["type"], **b["params"]) for b in stage["blocks"]]
         return data
@@ -302,7 +308,7 @@ class ArchSpec:
         return json.dumps(self.to_dict(), **kwargs)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "ArchSpec":
+    def from_dict(cls, data: dict[str, Any]) -> ArchSpec:
         """Build and validate a spec from plain data (as written by :meth:`to_dict`)."""
         if not isinstance(data, dict):
             raise SpecError(f"spec: expected a JSON object, got {type(data).__name__}")
@@ -318,7 +324,8 @@ class ArchSpec:
                 parsed = []
                 for j, b in enumerate(blocks):
                     if not isinstance(b, dict) or "type" not in b:
-                        raise SpecError(f"stage {i + 1} block {j}: needs a 'type'; choose one of {', '.join(BLOCK_TYPES)}")
+                        raise SpecError(f"stage {i + 1} block {j}: needs a 'type'; "
+                                        f"choose one of {', '.join(BLOCK_TYPES)}")
                     b = dict(b)
                     parsed.append(BlockSpec(b.pop("type"), b))
                 stages.append(StageSpec(blocks=tuple(parsed), **raw))
@@ -330,14 +337,14 @@ class ArchSpec:
         return spec.validate()
 
     @classmethod
-    def from_json(cls, text: str) -> "ArchSpec":
+    def from_json(cls, text: str) -> ArchSpec:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as err:
             raise SpecError(f"spec: not valid JSON ({err})") from None
         return cls.from_dict(data)
 
-    def replace(self, **changes: Any) -> "ArchSpec":
+    def replace(self, **changes: Any) -> ArchSpec:
         return replace(self, **changes)
 
 

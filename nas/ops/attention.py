@@ -121,7 +121,8 @@ def count_msa(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, 
     if params["mlp"] == "conv":
         mlp = count_conv_mlp(dim, hidden, out_hw, sparsity)
     else:
-        mlp = linear_count(dim, hidden, tokens, sparsity=sparsity) + linear_count(hidden, dim, tokens, sparsity=sparsity)
+        mlp = (linear_count(dim, hidden, tokens, sparsity=sparsity)
+               + linear_count(hidden, dim, tokens, sparsity=sparsity))
     scale = Count(dim, 0, dim, 0) * (2 * int(params["layer_scale"] > 0))
     return (count_pool_shortcut(dim_in, dim, out_hw, sparsity) + norm_count(dim_in) + attn
             + norm_count(dim) + mlp + scale)

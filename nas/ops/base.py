@@ -24,11 +24,11 @@ class Count:
     nonzero_params: int = 0
     nonzero_flops: float = 0.0
 
-    def __add__(self, other: "Count") -> "Count":
+    def __add__(self, other: Count) -> Count:
         return Count(self.params + other.params, self.flops + other.flops,
                      self.nonzero_params + other.nonzero_params, self.nonzero_flops + other.nonzero_flops)
 
-    def __mul__(self, times: int) -> "Count":
+    def __mul__(self, times: int) -> Count:
         return Count(self.params * times, self.flops * times,
                      self.nonzero_params * times, self.nonzero_flops * times)
 

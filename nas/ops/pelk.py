@@ -19,7 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 
-from .base import Count, conv_count, linear_count, norm_count
+from .base import Count, linear_count, norm_count
 from .conv import layer_scale
 
 __all__ = ["peripheral_half_grid", "peripheral_index", "PeripheralConv", "PelkBlock", "count_pelk",

@@ -1,7 +1,6 @@
 """Stems (image to first feature map) and between-stage downsampling layers."""
 from __future__ import annotations
 
-
 import torch.nn as nn
 
 from .base import Count, conv_count, make_norm2d, norm_count

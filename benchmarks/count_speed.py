@@ -1,0 +1,69 @@
+"""Time `nas.count` per seed against torch.utils.flop_counter on a meta-device model.
+
+Prints a table (median of repeated runs, milliseconds) and writes JSON to benchmarks/results/.
+Run: python benchmarks/count_speed.py [--repeats 20]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+import nas
+from nas.ops.attention import MultiHeadSelfAttention
+from search_spaces import SEEDS
+
+
+def time_ms(fn, repeats: int) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times)
+
+
+def torch_count(spec) -> float:
+    """Build on the meta device (no memory, no compute) and count with torch's FLOP counter."""
+    with torch.device("meta"):
+        model = nas.build_model(spec)
+        for m in model.modules():
+            if isinstance(m, MultiHeadSelfAttention):
+                m.fused_attn = False
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(torch.randn(1, 3, 224, 224))
+    return counter.get_total_flops() / 2
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--repeats", type=int, default=20)
+    args = parser.parse_args()
+    rows = []
+    print(f"{'seed':<10} {'nas.count ms':>13} {'flop_counter ms':>16} {'speed-up':>9} {'GMACs':>8} {'agree':>6}")
+    for name, spec in SEEDS.items():
+        ours = time_ms(lambda spec=spec: nas.count(spec), args.repeats)
+        reference = time_ms(lambda spec=spec: torch_count(spec), max(1, args.repeats // 10))
+        agree = nas.count(spec).flops / torch_count(spec)
+        rows.append(dict(seed=name, count_ms=ours, flop_counter_ms=reference, speedup=reference / ours,
+                         gflops=nas.count(spec).flops / 1e9, ratio=agree))
+        print(f"{name:<10} {ours:>13.2f} {reference:>16.1f} {reference / ours:>8.0f}x "
+              f"{rows[-1]['gflops']:>8.3f} {agree:>6.3f}")
+    worst = max(r["count_ms"] for r in rows)
+    print(f"slowest nas.count: {worst:.2f} ms (target <= 50 ms) -> {'met' if worst <= 50 else 'MISSED'}")
+    out = Path(__file__).parent / "results" / "count_speed.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), cores=torch.get_num_threads(),
+                                   torch=torch.__version__, rows=rows), indent=2))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,101 @@
+"""Operators against independent facts of their papers."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nas.ops import LargeKernelAttention, PeripheralConv, ScaleAwareModulation, peripheral_half_grid
+from nas.ops.attention import MultiHeadSelfAttention
+from nas.ops.lka import lka_kernels
+
+
+def test_peripheral_grid_matches_the_paper():
+    # PeLK prints the half-grid of K=51 with a 5x5 centre from the edge inward: [9, 8, 4, 2, 1, 1, 1].
+    assert peripheral_half_grid(51, 5)[::-1] == [9, 8, 4, 2, 1, 1, 1]
+    assert 2 * len(peripheral_half_grid(51, 5)) - 1 == 13  # a 13x13 shared kernel
+    for k in (7, 13, 31, 47, 51, 101):
+        assert sum(peripheral_half_grid(k, 5)) == k // 2 + 1
+
+
+def test_peripheral_params_grow_logarithmically():
+    rows = []
+    for k in (7, 13, 21, 31, 51, 71, 101):
+        conv = PeripheralConv(1, k, 5)
+        rows.append((k, conv.weight.numel()))
+    # the shared kernel side is 2 * (centre radius + 1 + number of doubling cells) - 1 <= 2 * (3 + log2 K) + 1
+    for k, params in rows:
+        assert params <= (2 * (3 + math.log2(k)) + 1) ** 2
+    assert rows[-1][1] / 101 ** 2 < 0.03  # over 97% fewer parameters than a dense 101x101 kernel
+    # doubling K adds a constant number of rows to the shared kernel side
+    sides = {k: int(math.isqrt(p)) for k, p in rows}
+    assert sides[101] - sides[51] <= 2 and sides[51] - sides[21] <= 4
+
+
+def test_materialised_kernel_is_constant_over_each_sharing_block():
+    conv = PeripheralConv(3, 51, 5)
+    kernel = conv.dense_kernel()
+    edges = [0]
+    for size in peripheral_half_grid(51, 5)[::-1][:-1]:  # edge inward, without the centre pixel
+        edges.append(edges[-1] + size)
+    bounds = [(a, b) for a, b in zip(edges, edges[1:])] + [(25, 26)]
+    bounds += [(51 - b, 51 - a) for a, b in bounds[:-1]]
+    for y0, y1 in bounds:
+        for x0, x1 in bounds:
+            cell = kernel[:, 0, y0:y1, x0:x1]
+            assert torch.equal(cell, cell[:, :1, :1].expand_as(cell))
+    assert len(torch.unique(kernel[0])) == 13 * 13
+
+
+def test_positional_embedding_enters_as_the_paper_writes():
+    torch.manual_seed(0)
+    conv = PeripheralConv(2, 7, 3)
+    x = torch.randn(1, 2, 9, 9)
+    h = torch.randn(2, 7, 7)
+    # Y(x, y) = sum_ij w(i, j) * (X(x+i, y+j) + h(i, j)), written out with unfold over the zero-padded map
+    w = conv.dense_kernel()[:, 0]
+    patches = F.unfold(x, 7, padding=3).view(1, 2, 49, 81)
+    expected = ((patches + h.view(1, 2, 49, 1)) * w.view(1, 2, 49, 1)).sum(2).view(1, 2, 9, 9)
+    expected = expected + conv.bias.view(1, 2, 1, 1)
+    torch.testing.assert_close(conv(x, h), expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("kernel, dilation", [(21, 3), (33, 3), (13, 2), (9, 1)])
+def test_lka_receptive_field(kernel, dilation):
+    local, spatial = lka_kernels(kernel, dilation)
+    expected = local + (spatial - 1) * dilation  # composition of the two depthwise convs
+    assert expected >= kernel
+    lka = LargeKernelAttention(1, kernel, dilation)
+    size = expected + 10
+    x = torch.randn(1, 1, size, size, requires_grad=True)
+    lka(x)[0, 0, size // 2, size // 2].backward()
+    reach = (x.grad[0, 0].abs() > 0).nonzero()
+    assert reach[:, 0].max() - reach[:, 0].min() + 1 == expected
+
+
+def test_sam_heads_use_growing_kernels_and_one_channel_per_head_groups():
+    sam = ScaleAwareModulation(32, heads=4, expand_ratio=2)
+    assert [c.kernel_size[0] for c in sam.convs] == [3, 5, 7, 9]
+    assert sam.aggregate.groups == 8 and sam.aggregate.in_channels // sam.aggregate.groups == 4
+    # head 2's first channel lands at position 2 of aggregation group 0 (channel g * heads + head)
+    with torch.no_grad():
+        for conv in sam.convs:
+            conv.weight.zero_()
+            conv.bias.zero_()
+        sam.convs[2].bias[0] = 1.0
+    seen = {}
+    sam.aggregate.register_forward_hook(lambda m, args, out: seen.update(x=args[0]))
+    sam(torch.randn(1, 5, 5, 32))
+    assert seen["x"].abs().sum((0, 2, 3)).nonzero().flatten().tolist() == [2]
+
+
+def test_fused_and_explicit_attention_agree():
+    torch.manual_seed(0)
+    attn = MultiHeadSelfAttention(16, 32, heads=4, rel_pos=True, v_conv=True, feat_size=(6, 6))
+    x = torch.randn(2, 6, 6, 16)
+    fused = attn(x)
+    attn.fused_attn = False
+    torch.testing.assert_close(attn(x), fused, rtol=1e-4, atol=1e-5)
+    # relative position bias: resized for another map size, exact at the size it was made for
+    assert attn.rel_pos(6, 6).shape == (4, 36, 36)
+    assert attn(torch.randn(1, 4, 8, 16)).shape == (1, 4, 8, 32)
