@@ -20,7 +20,7 @@ def van(name: str, widths: tuple[int, ...], depths: tuple[int, ...], mlp_ratios:
     a LayerNorm closing each stage."""
     stages = tuple(
         StageSpec(depth=d, width=w, blocks=(BlockSpec("lka", {"kernel": 21, "dilation": 3, "mlp_ratio": float(r)}),),
-                  downsample="none" if i == 0 else "overlap", down_norm="bn", norm_out=True)
+                  downsample="none" if i == 0 else "overlap", down_norm="ln" if i == 0 else "bn", norm_out=True)
         for i, (w, d, r) in enumerate(zip(widths, depths, mlp_ratios)))
     return ArchSpec(StemSpec("overlap", kernel=7, norm="bn"), stages, HeadSpec(norm=False), name=name)
 

@@ -77,8 +77,11 @@ def test_malformed_specs_fail_with_one_line(mutate, expected):
 
 def test_kernel_and_dilation_checks():
     data = SEEDS["van_b0"].to_dict()
-    data["stages"][0]["blocks"][0]["kernel"] = 20
-    assert "odd integer" in _error(data)
+    data["stages"][0]["blocks"][0]["kernel"] = 0
+    assert "integer >= 1" in _error(data)
+    pelk = SEEDS["pelk_t"].to_dict()
+    pelk["stages"][0]["blocks"][0]["kernel"] = 50
+    assert "odd integer" in _error(pelk)
     data["stages"][0]["blocks"][0].update(kernel=23, dilation=3)  # ceil(23/3) = 8, even
     assert "ceil(kernel/dilation) odd" in _error(data)
 

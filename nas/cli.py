@@ -1,0 +1,166 @@
+"""Command-line front ends: argument parsing, input checks with one-line errors, logging set-up."""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from search_spaces import SEEDS
+from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency
+from .search import SearchConfig
+
+__all__ = ["search_main", "UsageError"]
+
+
+class UsageError(ValueError):
+    """Bad command-line input; printed as one line, exit code 2."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # argparse prints the usage too; keep errors to one line
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def search_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="search.py", description="Search hybrid vision backbones under a compute budget: "
+                       "Optuna decides, Ray Tune runs proxy-trained candidates in parallel.")
+    p.add_argument("--budget", required=True,
+                   help=f"FLOP budget, e.g. 5gflops, 500MFLOPs, 5G or 5e9. {FLOPS_HELP}.")
+    p.add_argument("--latency-budget", help="optional latency budget of the full model, e.g. 50ms")
+    p.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda"),
+                   help="where latency is measured (batch 1, 224x224, median of repeated runs)")
+    p.add_argument("--trials", type=_positive_int, default=24, help="candidates to complete (default 24)")
+    p.add_argument("--workers", type=_positive_int, default=2, help="concurrent trials (default 2)")
+    p.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random"),
+                   help="Optuna sampler (default tpe: multivariate, multi-objective)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the sampler, data and training")
+    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "imagefolder", "cifar10"),
+                   help="proxy dataset (default: the embedded synthetic one)")
+    p.add_argument("--data-dir", help="folder of an imagefolder or CIFAR-10 (python batches) dataset")
+    p.add_argument("--out", type=Path, help="run directory (default runs/<date>-<time>)")
+    p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
+    p.add_argument("--ray-address", help="HOST:PORT or 'auto': run on an existing Ray cluster")
+    p.add_argument("--cpus-per-trial", type=_positive_int, help="CPUs per trial (default: cores / workers)")
+    p.add_argument("--seeds", default="all", help="comma-separated seed names to queue first, 'all' or 'none'")
+    g = p.add_argument_group("proxy training")
+    g.add_argument("--proxy-img-size", type=_positive_int, default=32)
+    g.add_argument("--proxy-epochs", type=_positive_int, default=4)
+    g.add_argument("--proxy-lr", type=float, default=2e-3, help="AdamW learning rate (cosine schedule)")
+    g.add_argument("--proxy-train", type=_positive_int, default=3000, help="training images")
+    g.add_argument("--proxy-val", type=_positive_int, default=1000, help="held-out images")
+    g.add_argument("--proxy-width", type=float, default=0.5, help="width multiplier of the proxy")
+    g.add_argument("--proxy-depth", type=_positive_int, default=2, help="blocks per stage at most in the proxy")
+    return p
+
+
+def _writable_run_dir(path: Path, resume: bool) -> None:
+    if resume:
+        if not (path / "study.db").is_file():
+            raise UsageError(f"--resume {path}: no study.db there; give the directory of an earlier run")
+        if not os.access(path, os.W_OK):
+            raise UsageError(f"--resume {path}: the directory is not writable; fix its permissions")
+        return
+    if path.exists() and any(path.iterdir()):
+        raise UsageError(f"--out {path} already holds a run; use --resume {path} to continue it or pick a new --out")
+    try:  # as root, os.access says yes to everything: really try
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UsageError(f"--out {path}: cannot write there ({err.strerror}); choose a writable directory") from None
+
+
+def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
+    args = search_parser().parse_args(argv)
+    try:
+        budget = parse_flops(args.budget)
+        latency = parse_latency(args.latency_budget) if args.latency_budget else None
+    except BudgetError as err:
+        raise UsageError(str(err)) from None
+    if args.dataset != "synthetic":
+        if not args.data_dir:
+            raise UsageError(f"--dataset {args.dataset} needs --data-dir PATH (the dataset is never downloaded)")
+        if not Path(args.data_dir).is_dir():
+            raise UsageError(f"--data-dir {args.data_dir} does not exist; point it at the dataset's folder")
+    if args.seeds in ("all", ""):
+        seeds = tuple(SEEDS)
+    elif args.seeds == "none":
+        seeds = ()
+    else:
+        seeds = tuple(s.strip() for s in args.seeds.split(","))
+        unknown = [s for s in seeds if s not in SEEDS]
+        if unknown:
+            raise UsageError(f"--seeds: unknown seed {unknown[0]!r}; choose from {', '.join(SEEDS)}")
+    if not 0 < args.proxy_width <= 1:
+        raise UsageError(f"--proxy-width must be in (0, 1], got {args.proxy_width}")
+    if args.latency_device == "cuda":
+        import torch
+        if not torch.cuda.is_available():
+            raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
+    resume = args.resume is not None
+    out = args.resume if resume else (args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
+    _writable_run_dir(out, resume)
+    return SearchConfig(
+        budget_flops=budget, out=out, trials=args.trials, workers=args.workers, sampler=args.sampler, seed=args.seed,
+        latency_budget_ms=latency, latency_device=args.latency_device, dataset=args.dataset, data_dir=args.data_dir,
+        proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr, proxy_train=args.proxy_train,
+        proxy_val=args.proxy_val, proxy_width=args.proxy_width, proxy_depth=args.proxy_depth,
+        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds, resume=resume)
+
+
+def setup_logging(run_dir: Path) -> None:
+    """Progress to stderr and everything to run_dir/search.log."""
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    fmt = logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s", "%H:%M:%S")
+    console = logging.StreamHandler(sys.stderr)
+    console.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    console.addFilter(lambda r: r.name.startswith(("nas", "trials", "search_spaces", "__main__")))
+    file = logging.FileHandler(run_dir / "search.log")
+    file.setFormatter(fmt)
+    root.addHandler(console)
+    root.addHandler(file)
+
+
+def search_main(argv: list[str] | None = None) -> int:
+    from trials.data import DatasetError
+    from .search import run_search
+
+    try:
+        cfg = parse_search_args(argv)
+    except UsageError as err:
+        print(f"search.py: error: {err}", file=sys.stderr)
+        return 2
+    cfg.out.mkdir(parents=True, exist_ok=True)
+    setup_logging(cfg.out)
+    try:
+        study = run_search(cfg)
+    except (DatasetError, BudgetError) as err:
+        print(f"search.py: error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:  # anything else: keep the run, say how to continue
+        logging.getLogger(__name__).exception("search stopped")
+        print(f"search.py: error: {type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''} "
+              f"(details in {cfg.out / 'search.log'}; the run so far is kept: --resume {cfg.out})", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"search.py: interrupted; continue with: python scripts/search.py --budget ... --resume {cfg.out}",
+              file=sys.stderr)
+        return 130
+    logging.getLogger(__name__).info("done: %d trials in %s (trials.csv, pareto.json, pareto.html, study.db)",
+                                     len(study.trials), cfg.out)
+    return 0

@@ -1,0 +1,295 @@
+"""The search: Optuna decides, Ray Tune runs the proxy-trained candidates in parallel.
+
+The Optuna study (SQLite in the run directory) is the record of the run: every candidate, its
+parameters, its numbers and its fate. Ray Tune runs each candidate as a trial (ASHA stops poor ones
+after an epoch or two); a candidate over the FLOP budget is rejected by the searcher in the time of
+one count, told to Optuna as infeasible (constraint violated) and never reaches Ray.
+Resuming reopens the study, fails the trials a killed run left RUNNING, re-queues their candidates
+and runs only what is missing.
+"""
+from __future__ import annotations
+
+import logging
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from search_spaces import SEEDS
+from search_spaces.space import SearchSpace, spec_to_params
+from search_spaces.spec import ArchSpec
+from .budget import fit_to_budget
+from .count import count
+
+__all__ = ["SearchConfig", "BudgetedOptunaSearch", "run_search", "open_study",
+           "STUDY_NAME", "OBJECTIVES"]
+
+_logger = logging.getLogger(__name__)
+STUDY_NAME = "hybrid-nas"
+OBJECTIVES = (("accuracy", "max"), ("flops", "min"), ("latency_ms", "min"))
+# Values told to Optuna for a candidate rejected before training (its constraint marks it infeasible).
+_REJECTED_LATENCY_MS = 1e9
+
+
+@dataclass
+class SearchConfig:
+    """What `scripts/search.py` asks for; defaults are the command's defaults."""
+
+    budget_flops: float
+    out: Path
+    trials: int = 24
+    workers: int = 2
+    sampler: str = "tpe"
+    seed: int = 0
+    latency_budget_ms: float | None = None
+    latency_device: str = "cpu"
+    dataset: str = "synthetic"
+    data_dir: str | None = None
+    proxy_img_size: int = 32
+    proxy_epochs: int = 4
+    proxy_lr: float = 2e-3
+    proxy_train: int = 3000
+    proxy_val: int = 1000
+    proxy_width: float = 0.5
+    proxy_depth: int = 2
+    grace_epochs: int = 2
+    ray_address: str | None = None
+    cpus_per_trial: int | None = None
+    seeds: tuple[str, ...] = field(default_factory=lambda: tuple(SEEDS))
+    resume: bool = False
+
+
+def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True, n_startup_trials=10)
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=16)
+    if name == "random":
+        return optuna.samplers.RandomSampler(seed=seed)
+    raise ValueError(f"unknown sampler {name!r}; choose tpe, nsga2 or random")
+
+
+def open_study(run_dir: Path, sampler: optuna.samplers.BaseSampler | None = None) -> optuna.Study:
+    """The run's study (created if new), stored in `run_dir/study.db` for optuna-dashboard."""
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(run_dir / 'study.db').resolve()}")
+    return optuna.create_study(storage=storage, study_name=STUDY_NAME, sampler=sampler, load_if_exists=True,
+                               directions=["maximize" if m == "max" else "minimize" for _, m in OBJECTIVES])
+
+
+def _lazy_optuna_search():
+    from ray.tune.search.optuna import OptunaSearch
+    return OptunaSearch
+
+
+class BudgetedOptunaSearch(_lazy_optuna_search()):
+    """OptunaSearch that rejects over-budget candidates before they run, records trial numbers and
+    errors as user attributes, and tells Optuna PRUNED for trials ASHA stopped early."""
+
+    def __init__(self, *, budget_flops: float, latency_budget_ms: float | None, full_epochs: int,
+                 img_size: int = 224, max_rejections: int = 2000, **kwargs: Any) -> None:
+        self.budget_flops = budget_flops
+        self.latency_budget_ms = latency_budget_ms
+        self.full_epochs = full_epochs
+        self.img_size = img_size
+        self.max_rejections = max_rejections
+        self.rejected = 0
+        super().__init__(**kwargs)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        for _ in range(self.max_rejections):
+            config = super().suggest(trial_id)
+            ot_trial = self._ot_trials[trial_id]
+            spec = ArchSpec.from_json(config["spec"])
+            counted = count(spec, self.img_size)
+            ot_trial.set_user_attr("spec", config["spec"])
+            ot_trial.set_user_attr("layout", spec.layout)
+            ot_trial.set_user_attr("params", counted.params)
+            ot_trial.set_user_attr("flops", counted.flops)
+            if counted.flops <= self.budget_flops:
+                config["trial_number"] = ot_trial.number
+                return config
+            # over budget: infeasible, told at once, never trained
+            self.rejected += 1
+            ot_trial.set_constraint("flops_over_budget", float(counted.flops - self.budget_flops))
+            ot_trial.set_constraint("latency_over_budget", 0.0)
+            ot_trial.set_user_attr("rejected", "over the FLOP budget")
+            self._ot_study.tell(ot_trial, [0.0, float(counted.flops), _REJECTED_LATENCY_MS])
+            del self._ot_trials[trial_id]
+        raise RuntimeError(f"{self.max_rejections} candidates in a row were over the FLOP budget "
+                           f"({self.budget_flops / 1e9:.3g} G): raise --budget")
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return
+        ot_trial = self._ot_trials[trial_id]
+        result = result or {}
+        for key in ("latency_ms", "accuracy", "duration_s", "epoch", "node"):
+            if key in result:
+                ot_trial.set_user_attr(key, result[key])
+        latency = result.get("latency_ms")
+        over = (latency - self.latency_budget_ms) if latency is not None and self.latency_budget_ms else 0.0
+        ot_trial.set_constraint("flops_over_budget", float(result.get("flops", 0) - self.budget_flops))
+        ot_trial.set_constraint("latency_over_budget", float(over))
+        if error or "error" in result or result.get("accuracy") is None or latency is None:
+            ot_trial.set_user_attr("error", result.get("error", "the trial's process died (crash or out of memory)"))
+            self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+        elif result.get("infeasible"):
+            ot_trial.set_user_attr("rejected", "over the latency budget")
+            self._ot_study.tell(ot_trial, [0.0, float(result["flops"]), float(latency)])
+        elif result.get("epoch", 0) < self.full_epochs:
+            ot_trial.set_user_attr("pruned", f"stopped by ASHA after {result.get('epoch', 0)} epochs")
+            self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
+        else:
+            self._ot_study.tell(ot_trial, [float(result["accuracy"]), float(result["flops"]), float(latency)])
+        self._completed_trials.add(trial_id)
+
+
+def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials that ran (complete, pruned or failed); candidates rejected by the FLOP count did not."""
+    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+    return [t for t in study.get_trials(deepcopy=False, states=done)
+            if t.user_attrs.get("rejected") != "over the FLOP budget" and "interrupted" not in t.user_attrs]
+
+
+def reconcile(study: optuna.Study) -> int:
+    """After a killed run: fail the trials it left RUNNING and queue their candidates again."""
+    stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    for t in stale:
+        optuna.trial.Trial(study, t._trial_id).set_user_attr("interrupted", "the run was killed; re-queued")
+        study.tell(t.number, state=TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k in ("seed", "scaled")})
+    return len(stale)
+
+
+def enqueue_seeds(study: optuna.Study, cfg: SearchConfig) -> list[str]:
+    """Queue every seed (scaled to fit the budget); returns what was scaled and how."""
+    notes = []
+    for name in cfg.seeds:
+        spec, note = fit_to_budget(SEEDS[name], cfg.budget_flops)
+        if note:
+            notes.append(note)
+        study.enqueue_trial(spec_to_params(spec), user_attrs={"seed": name, "scaled": note})
+    return notes
+def _trainable(config: dict[str, Any], data: Any = None, settings: Any = None) -> None:
+    """A Ray Tune function trainable: one candidate, errors reported rather than raised so that the
+    study records them."""
+    import ray
+    from ray import tune
+
+    from trials.trial import run_trial
+
+    node = ray.get_runtime_context().get_node_id()
+    spec = ArchSpec.from_json(config["spec"])
+    try:
+        run_trial(spec, data, settings, report=lambda metrics: tune.report({**metrics, "node": node}))
+    except Exception as err:  # a crashed candidate must not stop the search
+        _logger.warning("trial %s failed: %s", config.get("trial_number"), err)
+        tune.report({"error": f"{type(err).__name__}: {err}", "accuracy": 0.0, "epoch": 0, "node": node,
+                     "flops": count(spec).flops, "latency_ms": math.nan})
+
+
+def _progress_callback(study: optuna.Study, cfg: SearchConfig, run_dir: Path):
+    from ray.tune import Callback
+
+    class Progress(Callback):
+        """One log line per finished trial: counts and the best of the front so far; refreshes the tables."""
+
+        def __init__(self) -> None:
+            self.running = 0
+            self.started = time.monotonic()
+
+        def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.running = sum(t.status == "RUNNING" for t in trials)
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._log(trials)
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self._log(trials)
+
+        def _log(self, trials: list) -> None:
+            from .results import pareto_front, write_results
+
+            frame = write_results(study, run_dir, cfg.budget_flops, html=False)
+            counts = frame.state.value_counts()
+            running = sum(t.status == "RUNNING" for t in trials)
+            front = pareto_front(frame)
+            best = ", ".join(f"{r.accuracy:.1f}%@{r.flops / 1e9:.2f}G/{r.latency_ms:.0f}ms"
+                             for r in front.sort_values("accuracy", ascending=False).head(3).itertuples())
+            _logger.info("[%5.0fs] trials: %d/%d done (%d pruned), %d running, %d failed, %d rejected | front: %s",
+                         time.monotonic() - self.started, len(finished_trials(study)), cfg.trials,
+                         counts.get("PRUNED", 0), running, counts.get("FAIL", 0), counts.get("REJECTED", 0),
+                         best or "-")
+
+    return Progress()
+
+
+def run_search(cfg: SearchConfig) -> optuna.Study:
+    """Run (or resume) a search into `cfg.out`; returns the study. The caller has validated cfg."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+    import ray
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from trials.data import load_dataset
+    from trials.train import ProxyConfig
+    from trials.trial import ProxyScale, TrialSettings
+    from .results import write_results
+
+    run_dir = cfg.out
+    data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
+                        max_train=cfg.proxy_train, max_val=cfg.proxy_val)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = open_study(run_dir)
+    if cfg.resume:
+        stale = reconcile(study)
+        if stale:
+            _logger.info("resume: %d trial(s) interrupted by the kill were marked failed and re-queued", stale)
+    else:
+        for note in enqueue_seeds(study, cfg):
+            _logger.info("seed scaled to fit the budget: %s", note)
+    remaining = cfg.trials - len(finished_trials(study))
+    _logger.info("run directory %s: %d trial(s) to run (of %d)", run_dir, max(0, remaining), cfg.trials)
+    if remaining <= 0:
+        write_results(study, run_dir, cfg.budget_flops)
+        return study
+
+    started_ray = not ray.is_initialized()
+    if started_ray:
+        if cfg.ray_address:
+            ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.ERROR)
+        else:
+            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                     logging_level=logging.ERROR)
+    cpus = cfg.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
+    settings = TrialSettings(
+        proxy=ProxyConfig(epochs=cfg.proxy_epochs, lr=cfg.proxy_lr, seed=cfg.seed), threads=cpus,
+        scale=ProxyScale(width=cfg.proxy_width, max_depth=cfg.proxy_depth),
+        latency_device=cfg.latency_device, latency_budget_ms=cfg.latency_budget_ms)
+    searcher = BudgetedOptunaSearch(
+        space=SearchSpace(), metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
+        sampler=make_sampler(cfg.sampler, cfg.seed + len(study.trials)), storage=study._storage,
+        study_name=STUDY_NAME, budget_flops=cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms,
+        full_epochs=cfg.proxy_epochs)
+    scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="epoch", max_t=cfg.proxy_epochs,
+                              grace_period=min(cfg.grace_epochs, cfg.proxy_epochs), reduction_factor=2)
+    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, settings=settings), {"cpu": cpus})
+    tuner = tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+                                    max_concurrent_trials=cfg.workers, reuse_actors=True),
+        run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0,
+                                  callbacks=[_progress_callback(study, cfg, run_dir)],
+                                  failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
+    try:
+        tuner.fit()
+    finally:
+        write_results(study, run_dir, cfg.budget_flops)
+        if started_ray:
+            ray.shutdown()
+    return study

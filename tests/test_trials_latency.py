@@ -1,0 +1,28 @@
+import pytest
+import timm
+import torch
+
+from trials.latency import measure_latency
+
+
+def test_latency_is_positive_and_leaves_model_and_threads_alone():
+    model = timm.create_model("resnet10t", num_classes=10).train()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    torch.set_num_threads(2)
+    result = measure_latency(model, img_size=32, batch_size=2, threads=1, warmup=2, runs=7)
+    assert result.median_ms > 0 and len(result.times_ms) == 7
+    assert result.p25_ms <= result.median_ms <= result.p75_ms and result.iqr_ms >= 0
+    assert (result.img_size, result.batch_size, result.threads, result.device) == (32, 2, 1, "cpu")
+    assert torch.get_num_threads() == 2
+    assert model.training and all(m.training for m in model.modules())
+    assert model.conv1[0].weight.is_contiguous()  # not converted to channels_last
+    for k, v in model.state_dict().items():  # BatchNorm running stats untouched
+        assert torch.equal(v, before[k])
+
+
+def test_single_run_and_bad_runs():
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten())
+    result = measure_latency(model, img_size=16, warmup=0, runs=1)
+    assert result.median_ms == result.p25_ms == result.p75_ms > 0
+    with pytest.raises(ValueError, match="runs"):
+        measure_latency(model, img_size=16, runs=0)

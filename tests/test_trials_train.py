@@ -1,0 +1,97 @@
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+from trials.data import TrialData, make_synthetic
+from trials.train import ProxyConfig, StopTrial, TrialFailed, train_and_evaluate
+
+
+def _tiny_cnn(num_classes: int, width: int = 16) -> nn.Module:
+    def block(c_in, c_out):
+        return [nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU()]
+
+    return nn.Sequential(
+        *block(3, width), nn.MaxPool2d(2), *block(width, 2 * width), nn.MaxPool2d(2),
+        *block(2 * width, 4 * width), nn.MaxPool2d(2), *block(4 * width, 4 * width),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4 * width, num_classes),
+    )
+
+
+def _toy_data(n_train=256, n_val=64, seed=0) -> TrialData:
+    """Two classes told apart by the sign of channel 0's mean: linearly separable."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(n_train + n_val, 3, 8, 8, generator=g)
+    y = torch.arange(n_train + n_val) % 2
+    x[:, 0] += (2.0 * y - 1.0)[:, None, None]
+    return TrialData("toy", x[:n_train], y[:n_train], x[n_train:], y[n_train:], num_classes=2)
+
+
+def test_training_learns_a_separable_toy_set():
+    torch.manual_seed(0)
+    result = train_and_evaluate(_tiny_cnn(2), _toy_data(), ProxyConfig(epochs=3, batch_size=32, lr=3e-3))
+    assert result.epochs_run == 3 and len(result.val_top1) == 3
+    assert result.train_loss[-1] < result.train_loss[0]
+    assert result.final_top1 >= 90.0
+    assert result.train_time_s > 0
+
+
+def test_training_is_deterministic_given_seed():
+    torch.manual_seed(0)
+    model = _tiny_cnn(2)
+    cfg = ProxyConfig(epochs=2, batch_size=32, seed=7)
+    a = train_and_evaluate(copy.deepcopy(model), _toy_data(), cfg)
+    b = train_and_evaluate(copy.deepcopy(model), _toy_data(), cfg)
+    assert a.train_loss == b.train_loss and a.val_top1 == b.val_top1
+
+
+def test_callback_gets_every_epoch_and_can_stop():
+    torch.manual_seed(0)
+    seen = []
+    result = train_and_evaluate(_tiny_cnn(2), _toy_data(), ProxyConfig(epochs=3, batch_size=64),
+                                on_epoch=lambda *args: seen.append(args))
+    assert [s[0] for s in seen] == [1, 2, 3]
+    assert [s[1] for s in seen] == result.val_top1 and [s[2] for s in seen] == result.train_loss
+
+    def stop_after_two(epoch, top1, loss):
+        if epoch == 2:
+            raise StopTrial
+
+    result = train_and_evaluate(_tiny_cnn(2), _toy_data(), ProxyConfig(epochs=5, batch_size=64), on_epoch=stop_after_two)
+    assert result.epochs_run == 2 and result.stopped_early and len(result.val_top1) == 2
+
+
+def test_callback_errors_propagate_and_threads_are_restored():
+    torch.set_num_threads(2)
+
+    def boom(epoch, top1, loss):
+        raise KeyError("reporter gone")
+
+    with pytest.raises(KeyError):
+        train_and_evaluate(_tiny_cnn(2), _toy_data(), ProxyConfig(epochs=2, num_threads=1), on_epoch=boom)
+    assert torch.get_num_threads() == 2
+
+
+class _NaNModel(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 2)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3))) * float("nan")
+
+
+@pytest.mark.parametrize("model_fn, lr", [(_NaNModel, 1e-3), (lambda: _tiny_cnn(2), 1e30)])
+def test_non_finite_loss_raises_trial_failed(model_fn, lr):
+    torch.manual_seed(0)
+    with pytest.raises(TrialFailed, match="lower lr"):
+        train_and_evaluate(model_fn(), _toy_data(), ProxyConfig(epochs=3, batch_size=32, lr=lr))
+
+
+def test_tiny_cnn_beats_chance_on_synthetic():
+    """The synthetic set is learnable within a proxy budget (chance is 1/12)."""
+    data = make_synthetic(1500, 300, img_size=32, seed=0)
+    torch.manual_seed(0)
+    result = train_and_evaluate(_tiny_cnn(data.num_classes), data, ProxyConfig(epochs=3, batch_size=32, lr=3e-3))
+    assert result.final_top1 > 2 * 100 / data.num_classes

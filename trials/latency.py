@@ -1,0 +1,83 @@
+"""Inference latency of one candidate, measured the way it would be deployed.
+
+The model is timed on a deep copy, so channels_last conversion, the device move
+and eval mode never leak into the caller's model (which may still be training).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass
+class LatencyResult:
+    """Per-forward wall times in milliseconds for one batch."""
+
+    median_ms: float
+    p25_ms: float
+    p75_ms: float
+    times_ms: list[float]
+    img_size: int
+    batch_size: int
+    device: str
+    threads: int
+
+    @property
+    def iqr_ms(self) -> float:
+        return self.p75_ms - self.p25_ms
+
+
+def measure_latency(
+        model: nn.Module,
+        img_size: int = 224,
+        batch_size: int = 1,
+        device: str = "cpu",
+        threads: int = 1,
+        warmup: int = 10,
+        runs: int = 30,
+        in_chans: int = 3,
+) -> LatencyResult:
+    """Median forward time of a deep copy of model in eval / inference mode.
+
+    The input and the copy are channels_last; torch's intra-op thread count is
+    fixed to threads for the measurement and restored afterwards. On CUDA every
+    run is bracketed by synchronisation so the time covers the kernels.
+    """
+    if runs < 1:
+        raise ValueError(f"runs must be >= 1, got {runs}")
+    dev = torch.device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        net = copy.deepcopy(model).to(dev, memory_format=torch.channels_last).eval()
+        x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
+        x = x.contiguous(memory_format=torch.channels_last)
+        times = []
+        with torch.inference_mode():
+            for _ in range(warmup):
+                net(x)
+            sync()
+            for _ in range(runs):
+                start = time.perf_counter()
+                net(x)
+                sync()
+                times.append(1000.0 * (time.perf_counter() - start))
+    finally:
+        torch.set_num_threads(prev_threads)
+    q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
+    result = LatencyResult(
+        median_ms=statistics.median(times), p25_ms=q[0], p75_ms=q[2], times_ms=times,
+        img_size=img_size, batch_size=batch_size, device=str(dev), threads=threads,
+    )
+    _logger.debug("latency %.3f ms (IQR %.3f) on %s", result.median_ms, result.iqr_ms, dev)
+    return result
