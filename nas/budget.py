@@ -5,6 +5,7 @@ import re
 
 from search_spaces.scaling import scale_spec
 from search_spaces.spec import ArchSpec
+
 from .count import count
 
 __all__ = ["BudgetError", "parse_flops", "parse_latency", "fit_to_budget", "FLOPS_HELP"]

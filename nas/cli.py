@@ -6,9 +6,11 @@ import logging
 import os
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from search_spaces import SEEDS
+
 from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency
 from .search import SearchConfig
 
@@ -37,13 +39,13 @@ class _OneLineParser(argparse.ArgumentParser):
 def search_parser() -> argparse.ArgumentParser:
     p = _OneLineParser(prog="search.py", description="Search hybrid vision backbones under a compute budget: "
                        "Optuna decides, Ray Tune runs proxy-trained candidates in parallel.")
-    p.add_argument("--budget", required=True,
-                   help=f"FLOP budget, e.g. 5gflops, 500MFLOPs, 5G or 5e9. {FLOPS_HELP}.")
+    p.add_argument("--budget", help=f"FLOP budget, e.g. 5gflops, 500MFLOPs, 5G or 5e9. {FLOPS_HELP}. "
+                   "Required for a new run; a resumed run keeps its own.")
     p.add_argument("--latency-budget", help="optional latency budget of the full model, e.g. 50ms")
     p.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda"),
                    help="where latency is measured (batch 1, 224x224, median of repeated runs)")
-    p.add_argument("--trials", type=_positive_int, default=24, help="candidates to complete (default 24)")
-    p.add_argument("--workers", type=_positive_int, default=2, help="concurrent trials (default 2)")
+    p.add_argument("--trials", type=_positive_int, help="candidates to complete (default 24)")
+    p.add_argument("--workers", type=_positive_int, help="concurrent trials (default 2)")
     p.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random"),
                    help="Optuna sampler (default tpe: multivariate, multi-objective)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler, data and training")
@@ -68,8 +70,9 @@ def search_parser() -> argparse.ArgumentParser:
 
 def _writable_run_dir(path: Path, resume: bool) -> None:
     if resume:
-        if not (path / "study.db").is_file():
-            raise UsageError(f"--resume {path}: no study.db there; give the directory of an earlier run")
+        if not (path / "study.db").is_file() or not (path / "config.json").is_file():
+            raise UsageError(f"--resume {path}: no study.db and config.json there; "
+                             "give the directory of an earlier run")
         if not os.access(path, os.W_OK):
             raise UsageError(f"--resume {path}: the directory is not writable; fix its permissions")
         return
@@ -84,8 +87,21 @@ def _writable_run_dir(path: Path, resume: bool) -> None:
         raise UsageError(f"--out {path}: cannot write there ({err.strerror}); choose a writable directory") from None
 
 
+def _resumed_config(args: argparse.Namespace) -> SearchConfig:
+    """A resumed run keeps its settings; only how much and where to run may change."""
+    _writable_run_dir(args.resume, resume=True)
+    saved = SearchConfig.load(args.resume / "config.json")
+    changes = {k: v for k, v in dict(trials=args.trials, workers=args.workers, ray_address=args.ray_address,
+                                     cpus_per_trial=args.cpus_per_trial).items() if v is not None}
+    return replace(saved, out=args.resume, resume=True, **changes)
+
+
 def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
     args = search_parser().parse_args(argv)
+    if args.resume is not None:
+        return _resumed_config(args)
+    if args.budget is None:
+        raise UsageError("--budget is required for a new run, e.g. --budget 5gflops")
     try:
         budget = parse_flops(args.budget)
         latency = parse_latency(args.latency_budget) if args.latency_budget else None
@@ -111,15 +127,16 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         import torch
         if not torch.cuda.is_available():
             raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
-    resume = args.resume is not None
-    out = args.resume if resume else (args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S"))
-    _writable_run_dir(out, resume)
+    out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
+    _writable_run_dir(out, resume=False)
     return SearchConfig(
-        budget_flops=budget, out=out, trials=args.trials, workers=args.workers, sampler=args.sampler, seed=args.seed,
+        budget_flops=budget, out=out, trials=args.trials or 24, workers=args.workers or 2, sampler=args.sampler,
+        seed=args.seed,
         latency_budget_ms=latency, latency_device=args.latency_device, dataset=args.dataset, data_dir=args.data_dir,
-        proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr, proxy_train=args.proxy_train,
+        proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr,
+        proxy_train=args.proxy_train,
         proxy_val=args.proxy_val, proxy_width=args.proxy_width, proxy_depth=args.proxy_depth,
-        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds, resume=resume)
+        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds)
 
 
 def setup_logging(run_dir: Path) -> None:
@@ -138,6 +155,7 @@ def setup_logging(run_dir: Path) -> None:
 
 def search_main(argv: list[str] | None = None) -> int:
     from trials.data import DatasetError
+
     from .search import run_search
 
     try:
@@ -158,9 +176,16 @@ def search_main(argv: list[str] | None = None) -> int:
               f"(details in {cfg.out / 'search.log'}; the run so far is kept: --resume {cfg.out})", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"search.py: interrupted; continue with: python scripts/search.py --budget ... --resume {cfg.out}",
+        print(f"search.py: interrupted; continue with: python scripts/search.py --resume {cfg.out}",
               file=sys.stderr)
         return 130
-    logging.getLogger(__name__).info("done: %d trials in %s (trials.csv, pareto.json, pareto.html, study.db)",
-                                     len(study.trials), cfg.out)
+    from .search import finished_trials
+
+    log = logging.getLogger(__name__)
+    finished = len(finished_trials(study))
+    if finished < cfg.trials:
+        log.warning("stopped with %d of %d trials; continue with: python scripts/search.py --resume %s",
+                    finished, cfg.trials, cfg.out)
+        return 130
+    log.info("done: %d trials in %s (trials.csv, pareto.json, pareto.html, study.db)", finished, cfg.out)
     return 0

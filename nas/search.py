@@ -9,11 +9,12 @@ and runs only what is missing.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from optuna.trial import TrialState
 from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
 from search_spaces.spec import ArchSpec
+
 from .budget import fit_to_budget
 from .count import count
 
@@ -62,6 +64,16 @@ class SearchConfig:
     cpus_per_trial: int | None = None
     seeds: tuple[str, ...] = field(default_factory=lambda: tuple(SEEDS))
     resume: bool = False
+
+    def save(self, path: Path) -> None:
+        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
+        path.write_text(json.dumps(data, indent=2))
+
+    @classmethod
+    def load(cls, path: Path) -> SearchConfig:
+        data = json.loads(path.read_text())
+        data["out"], data["seeds"] = Path(data["out"]), tuple(data["seeds"])
+        return cls(**data)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -239,6 +251,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     from trials.data import load_dataset
     from trials.train import ProxyConfig
     from trials.trial import ProxyScale, TrialSettings
+
     from .results import write_results
 
     run_dir = cfg.out
@@ -251,6 +264,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         if stale:
             _logger.info("resume: %d trial(s) interrupted by the kill were marked failed and re-queued", stale)
     else:
+        cfg.save(run_dir / "config.json")
         for note in enqueue_seeds(study, cfg):
             _logger.info("seed scaled to fit the budget: %s", note)
     remaining = cfg.trials - len(finished_trials(study))
@@ -264,7 +278,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         if cfg.ray_address:
             ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.ERROR)
         else:
-            ray.init(num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
                      logging_level=logging.ERROR)
     cpus = cfg.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
     settings = TrialSettings(

@@ -114,7 +114,8 @@ class BlockSpec:
             if key in p:
                 _check(p[key] > 0, where, f"{key} must be > 0, got {p[key]!r}")
         if "kernel" in p and self.type == "lka":  # the nominal receptive field; its convs are checked below
-            _check(_is_int(p["kernel"]) and p["kernel"] >= 1, where, f"kernel must be an integer >= 1, got {p['kernel']!r}")
+            _check(_is_int(p["kernel"]) and p["kernel"] >= 1, where,
+                   f"kernel must be an integer >= 1, got {p['kernel']!r}")
         elif "kernel" in p:
             _check(_is_int(p["kernel"]) and p["kernel"] >= 1 and p["kernel"] % 2 == 1, where,
                    f"kernel must be an odd integer >= 1, got {p['kernel']!r}")

@@ -135,7 +135,7 @@ def test_resume_after_kill_9(tmp_path):
         proc.wait()
     before = {t.number: (t.values, t.user_attrs.get("duration_s")) for t in load(run).trials
               if t.state == optuna.trial.TrialState.COMPLETE and "rejected" not in t.user_attrs}
-    result = search(*SMALL, "--trials", "4", "--resume", str(run))
+    result = search("--trials", "4", "--resume", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
     study = load(run)
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
