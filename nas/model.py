@@ -7,6 +7,7 @@ import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import LayerNorm2d, trunc_normal_
+from timm.models._features import feature_take_indices
 
 from search_spaces.spec import ArchSpec
 
@@ -67,10 +68,12 @@ class HybridNet(nn.Module):
     `feature_info` describes the four stage outputs. Runs at any input size divisible by 32.
     """
 
-    def __init__(self, spec: ArchSpec, num_classes: int = 1000, in_chans: int = 3, img_size: int = 224,
-                 drop_rate: float = 0.0) -> None:
+    def __init__(self, spec: ArchSpec | dict[str, Any], num_classes: int = 1000, in_chans: int = 3,
+                 img_size: int = 224, drop_rate: float = 0.0, drop_path_rate: float | None = None) -> None:
         super().__init__()
-        spec.validate()
+        spec = ArchSpec.from_dict(spec) if isinstance(spec, dict) else spec.validate()
+        if drop_path_rate is not None:
+            spec = spec.replace(drop_path_rate=drop_path_rate)
         self.spec = spec
         self.num_classes = num_classes
         plans = plan_stages(spec, img_size)
@@ -100,6 +103,31 @@ class HybridNet(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Any = None) -> None:
         self.num_classes = num_classes
         self.head.reset(num_classes)
+
+    def forward_intermediates(self, x: torch.Tensor, indices: int | list[int] | None = None, norm: bool = False,
+                              stop_early: bool = False, output_fmt: str = "NCHW", intermediates_only: bool = False,
+                              ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediate-feature API: the outputs of the stages in `indices` (last n if an int)."""
+        if output_fmt != "NCHW":
+            raise ValueError(f"output_fmt {output_fmt!r} is not supported; use 'NCHW'")
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        intermediates = []
+        x = self.stem(x)
+        stages = self.stages[:max_index + 1] if stop_early else self.stages
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take:
+                intermediates.append(x)
+        return intermediates if intermediates_only else (x, intermediates)
+
+    def prune_intermediate_layers(self, indices: int | list[int] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> list[int]:
+        """Drop the stages after the last wanted one (and the head), as timm's models do."""
+        take, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if prune_head:
+            self.reset_classifier(0)
+        return take
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
