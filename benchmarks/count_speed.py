@@ -17,6 +17,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import nas
 from nas.ops.attention import MultiHeadSelfAttention
+from nas.ops.base import dense_convolutions
 from search_spaces import SEEDS
 
 
@@ -37,7 +38,7 @@ def torch_count(spec) -> float:
             if isinstance(m, MultiHeadSelfAttention):
                 m.fused_attn = False
         counter = FlopCounterMode(display=False)
-        with counter:
+        with counter, dense_convolutions():
             model(torch.randn(1, 3, 224, 224))
     return counter.get_total_flops() / 2
 

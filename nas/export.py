@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import save_file
 
 from search_spaces.spec import ArchSpec
+
 from .timm_models import MODEL_PREFIX, create_hybridnas
 
 __all__ = ["ExportError", "export_model", "export_run", "select_trials"]

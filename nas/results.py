@@ -10,7 +10,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-__all__ = ["TRIAL_COLUMNS", "trials_frame", "pareto_mask", "pareto_front", "write_results", "write_pareto_html"]
+__all__ = ["TRIAL_COLUMNS", "trials_frame", "pareto_mask", "pareto_front", "write_results"]
 
 TRIAL_COLUMNS = ["number", "state", "seed", "layout", "params", "flops", "latency_ms", "accuracy", "duration_s",
                  "error", "spec"]
@@ -63,40 +63,17 @@ def pareto_front(frame: pd.DataFrame) -> pd.DataFrame:
     return done[mask].sort_values("flops")
 
 
-def write_pareto_html(frame: pd.DataFrame, front: pd.DataFrame, path: Path, budget_flops: float | None) -> None:
-    """Accuracy against FLOPs and against latency, the front as a line (self-contained HTML)."""
-    import plotly.graph_objects as go
-    from plotly.subplots import make_subplots
-
-    done = frame[frame.state.isin(["COMPLETE", "PRUNED"])].dropna(subset=["accuracy", "latency_ms"])
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy vs GFLOPs", "accuracy vs latency (ms)"))
-    for col, x in ((1, "flops"), (2, "latency_ms")):
-        scale = 1e9 if x == "flops" else 1.0
-        hover = done.apply(lambda r: f"#{r.number} {r.seed or ''} {r.layout}<br>params {r.params:,}<br>"
-                           f"{r.flops / 1e9:.3f} GFLOPs, {r.latency_ms:.1f} ms<br>acc {r.accuracy:.2f}", axis=1)
-        fig.add_trace(go.Scatter(x=done[x].astype(float) / scale, y=done.accuracy, mode="markers",
-                                 name="candidates", text=hover if len(done) else None, hoverinfo="text",
-                                 showlegend=col == 1), row=1, col=col)
-        if len(front):
-            line = front.sort_values(x)
-            fig.add_trace(go.Scatter(x=line[x].astype(float) / scale, y=line.accuracy, mode="lines+markers",
-                                     name="Pareto front", showlegend=col == 1), row=1, col=col)
-    if budget_flops:
-        fig.add_vline(x=budget_flops / 1e9, line_dash="dash", row=1, col=1)
-    fig.update_yaxes(title_text="proxy top-1 (%)")
-    fig.write_html(path, include_plotlyjs=True)
-
-
 def write_results(study: optuna.Study, run_dir: Path, budget_flops: float | None = None,
-                  html: bool = True) -> pd.DataFrame:
-    """Write trials.csv, pareto.json and (optionally) pareto.html; return the trials table."""
+                  html: bool = True, latency_budget_ms: float | None = None, fmt: str = "csv") -> pd.DataFrame:
+    """Write trials.csv (or .parquet), pareto.json and (optionally) pareto.html; return the trials table."""
+    from .report import front_records, write_report
+
     frame = trials_frame(study)
-    frame.to_csv(run_dir / "trials.csv", index=False)
-    front = pareto_front(frame)
-    records = [dict(number=int(r.number), seed=r.seed, layout=r.layout, params=int(r.params), flops=int(r.flops),
-                    latency_ms=float(r.latency_ms), accuracy=float(r.accuracy), spec=json.loads(r.spec))
-               for r in front.itertuples()]
-    (run_dir / "pareto.json").write_text(json.dumps(records, indent=2))
+    if fmt == "parquet":
+        frame.to_parquet(run_dir / "trials.parquet", index=False)
+    else:
+        frame.to_csv(run_dir / "trials.csv", index=False)
+    (run_dir / "pareto.json").write_text(json.dumps(front_records(frame), indent=2))
     if html:
-        write_pareto_html(frame, front, run_dir / "pareto.html", budget_flops)
+        write_report(frame, run_dir / "pareto.html", budget_flops, latency_budget_ms)
     return frame

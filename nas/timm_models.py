@@ -8,12 +8,12 @@ from __future__ import annotations
 import sys
 from typing import Any
 
-
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from search_spaces import SEEDS
 from search_spaces.spec import ArchSpec
+
 from .model import HybridNet
 
 __all__ = ["create_hybridnas", "MODEL_PREFIX"]

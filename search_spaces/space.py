@@ -23,6 +23,9 @@ PATTERNS: dict[str, tuple[str, ...]] = {
     "convnext": ("convnext",), "mbconv": ("mbconv",), "lka": ("lka",), "pelk": ("pelk",), "sam": ("sam",),
     "msa": ("msa",), "sam+msa": ("sam", "msa"), "lka+msa": ("lka", "msa"), "convnext+msa": ("convnext", "msa"),
     "mbconv+msa": ("mbconv", "msa"),
+    # conv variants (issue 5)
+    "condconv": ("condconv",), "dynconv": ("dynconv",), "ghost": ("ghost",), "scconv": ("scconv",),
+    "doconv": ("doconv",), "resnest": ("resnest",), "involution": ("involution",),
 }
 # (min, max) depth and width per stage, both sampled log-uniformly (small nets are as likely as big
 # ones, so most candidates fit a budget); widths are rounded to multiples of 32.
@@ -45,6 +48,35 @@ SAM_HEADS = (2, 3, 4)
 SAM_EXPANDS = (1, 2, 3)
 HEAD_DIMS = (16, 32, 64)
 MSA_STYLES = ("coatnet", "smt")  # rel-pos bias + plain MLP, or value conv + conv MLP
+CONDCONV_KERNELS = (3, 5, 7)
+CONDCONV_EXPERTS = (4, 8)
+DYNCONV_KERNELS = (3, 5, 7)
+DYNCONV_NUM_KERNELS = (2, 4)  # the temperature is not searched (the paper's 30, annealed in training)
+GHOST_RATIOS = (2, 3)
+GHOST_KERNELS = (1, 3)
+GHOST_DW_KERNELS = (3, 5)
+SCCONV_KERNELS = (3, 5)
+SCCONV_POOLINGS = (2, 4)
+DOCONV_KERNELS = (3, 5, 7)
+DOCONV_DEPTH_MULTS = (1, 2)  # d_mul = multiple * kernel^2
+RESNEST_KERNELS = (3, 5)
+RESNEST_RADICES = (1, 2, 4)
+RESNEST_CARDINALITIES = (1, 2)  # the attention reduction is not searched (the paper's 4)
+INVOLUTION_KERNELS = (3, 5, 7, 9)
+INVOLUTION_GROUP_CHANNELS = (8, 16, 32)
+INVOLUTION_REDUCTIONS = (2, 4)
+# the conv variants' searched parameters: type -> ((parameter, choices), ...), the Optuna name being
+# s{i}_{type}_{parameter}; the spec value is the choice itself except for doconv's depth_mult (see _block)
+CONV_VARIANT_CHOICES: dict[str, tuple[tuple[str, tuple[Any, ...]], ...]] = {
+    "condconv": (("kernel", CONDCONV_KERNELS), ("experts", CONDCONV_EXPERTS)),
+    "dynconv": (("kernel", DYNCONV_KERNELS), ("num_kernels", DYNCONV_NUM_KERNELS)),
+    "ghost": (("ratio", GHOST_RATIOS), ("kernel", GHOST_KERNELS), ("dw_kernel", GHOST_DW_KERNELS)),
+    "scconv": (("kernel", SCCONV_KERNELS), ("pooling", SCCONV_POOLINGS)),
+    "doconv": (("kernel", DOCONV_KERNELS), ("depth_mult", DOCONV_DEPTH_MULTS)),
+    "resnest": (("kernel", RESNEST_KERNELS), ("radix", RESNEST_RADICES), ("cardinality", RESNEST_CARDINALITIES)),
+    "involution": (("kernel", INVOLUTION_KERNELS), ("group_channels", INVOLUTION_GROUP_CHANNELS),
+                   ("reduction", INVOLUTION_REDUCTIONS)),
+}
 WIDTH_MULTS = (1.0, 1.3)
 SPARSITIES = (0.0, 0.4)
 
@@ -80,6 +112,12 @@ def _block(trial: Any, i: int, kind: str, width: int, mlp_ratio: float) -> Block
         return BlockSpec(kind, {"heads": fit_heads(width, heads),
                                 "expand_ratio": trial.suggest_categorical(f"{p}_expand", SAM_EXPANDS),
                                 "mlp_ratio": mlp_ratio})
+    if kind in CONV_VARIANT_CHOICES:
+        chosen = {name: trial.suggest_categorical(f"{p}_{name}", choices)
+                  for name, choices in CONV_VARIANT_CHOICES[kind]}
+        if kind == "doconv":
+            chosen["d_mul"] = chosen.pop("depth_mult") * chosen["kernel"] ** 2
+        return BlockSpec(kind, {**chosen, "mlp_ratio": mlp_ratio})
     head_dim = trial.suggest_categorical(f"{p}_head_dim", HEAD_DIMS)
     style = trial.suggest_categorical(f"{p}_style", MSA_STYLES)
     heads = fit_heads(width, max(1, width // head_dim))
@@ -166,6 +204,9 @@ def spec_to_params(spec: ArchSpec) -> dict[str, Any]:
                                f"{p}_conv_ratio": bp["conv_ratio"]})
             elif block.type == "sam":
                 params.update({f"{p}_heads": bp["heads"], f"{p}_expand": bp["expand_ratio"]})
+            elif block.type in CONV_VARIANT_CHOICES:
+                for name, _ in CONV_VARIANT_CHOICES[block.type]:
+                    params[f"{p}_{name}"] = bp["d_mul"] // bp["kernel"] ** 2 if name == "depth_mult" else bp[name]
             else:
                 params[f"{p}_head_dim"] = effective // bp["heads"]
                 params[f"{p}_style"] = "coatnet" if bp["rel_pos"] else "smt"

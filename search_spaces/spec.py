@@ -36,11 +36,31 @@ BLOCK_DEFAULTS: dict[str, dict[str, Any]] = {
     # (v_conv: depthwise 3x3 on the values, mlp "conv": the MLP carries a depthwise conv).
     "msa": {"heads": 8, "mlp_ratio": 4.0, "rel_pos": False, "v_conv": False, "mlp": "plain",
             "qkv_bias": True, "layer_scale": 0.0},
+    # Conv variants (issue 5). Except Ghost, each is the spatial mixer of a residual block
+    # x + layer_scale(MLP(BN(mixer(x)))), the MLP being 1x1 convs of mlp_ratio * width hidden channels.
+    # CondConv: depthwise k x k, per-sample kernel = sigmoid-routed sum of `experts` kernels.
+    "condconv": {"kernel": 3, "experts": 8, "mlp_ratio": 4.0, "layer_scale": 1e-6},
+    # DynamicConv: depthwise k x k, softmax(./temperature) attention over `num_kernels` kernels.
+    "dynconv": {"kernel": 3, "num_kernels": 4, "temperature": 30.0, "mlp_ratio": 4.0, "layer_scale": 1e-6},
+    # GhostNet's bottleneck: two Ghost modules (primary k x k conv to ceil(out/ratio) channels, cheap
+    # dw_kernel depthwise convs for the rest), expanding to mlp_ratio * width and back.
+    "ghost": {"ratio": 2, "kernel": 1, "dw_kernel": 3, "mlp_ratio": 4.0},
+    # SCNet's self-calibrated conv: k x k convs on two halves, one gated by an avg-pool-`pooling` view.
+    "scconv": {"kernel": 3, "pooling": 4, "mlp_ratio": 4.0, "layer_scale": 1e-6},
+    # DO-Conv: depthwise k x k conv over-parameterised by a depthwise kernel D (d_mul >= kernel^2).
+    "doconv": {"kernel": 3, "d_mul": 9, "mlp_ratio": 4.0, "layer_scale": 1e-6},
+    # ResNeSt split attention: k x k, `radix` splits per cardinal group, attention MLP width / reduction.
+    "resnest": {"kernel": 3, "radix": 2, "cardinality": 1, "reduction": 4, "mlp_ratio": 4.0, "layer_scale": 1e-6},
+    # Involution: a K x K kernel per position (generator reduction r), shared by groups of
+    # ~group_channels channels.
+    "involution": {"kernel": 7, "group_channels": 16, "reduction": 4, "mlp_ratio": 4.0, "layer_scale": 1e-6},
 }
 BLOCK_TYPES = tuple(BLOCK_DEFAULTS)
 # One-letter codes for layout strings such as C-C-T-T (CoAtNet) or S-S-SM-M (SMT); an MSA block with
 # relative position bias is CoAtNet's transformer block "T".
-LAYOUT_CODES = {"convnext": "X", "mbconv": "C", "lka": "L", "pelk": "P", "sam": "S", "msa": "M"}
+LAYOUT_CODES = {"convnext": "X", "mbconv": "C", "lka": "L", "pelk": "P", "sam": "S", "msa": "M",
+                "condconv": "K", "dynconv": "D", "ghost": "G", "scconv": "Q", "doconv": "O", "resnest": "R",
+                "involution": "I"}
 
 # Stem types and their total stride.
 STEM_TYPES = {
@@ -149,6 +169,20 @@ class BlockSpec:
                 _check(isinstance(p[key], bool), where, f"{key} must be true or false, got {p[key]!r}")
         if self.type == "mbconv":
             _check(p["se_ratio"] < 1, where, f"se_ratio must be in [0, 1), got {p['se_ratio']!r}")
+        for key, low in (("experts", 1), ("num_kernels", 1), ("ratio", 2), ("pooling", 1), ("radix", 1),
+                         ("cardinality", 1), ("reduction", 1), ("group_channels", 1)):
+            if key in p:
+                _check(_is_int(p[key]) and p[key] >= low, where, f"{key} must be an integer >= {low}, got {p[key]!r}")
+        if "dw_kernel" in p:
+            _check(_is_int(p["dw_kernel"]) and p["dw_kernel"] >= 1 and p["dw_kernel"] % 2 == 1, where,
+                   f"dw_kernel must be an odd integer >= 1, got {p['dw_kernel']!r}")
+        if "temperature" in p:
+            _check(_is_number(p["temperature"]) and p["temperature"] > 0, where,
+                   f"temperature must be a number > 0, got {p['temperature']!r}")
+        if "d_mul" in p:
+            need = p["kernel"] ** 2
+            _check(_is_int(p["d_mul"]) and p["d_mul"] >= need, where,
+                   f"d_mul must be an integer >= kernel*kernel = {need}, got {p['d_mul']!r}")
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import nas
 from nas.ops.attention import MultiHeadSelfAttention
+from nas.ops.base import dense_convolutions
 from nas.seed_table import seed_table
 from nas.sparse import sparse_weights
 from search_spaces import SEEDS, ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
@@ -18,7 +19,7 @@ def torch_macs(model: torch.nn.Module, img_size: int, device: str = "cpu") -> fl
         if isinstance(m, MultiHeadSelfAttention):
             m.fused_attn = False  # the counter does not see inside fused attention on the CPU
     counter = FlopCounterMode(display=False)
-    with counter, torch.no_grad():
+    with counter, torch.no_grad(), dense_convolutions():  # the papers' dense K x K convention
         model(torch.randn(1, 3, img_size, img_size, device=device))
     return counter.get_total_flops() / 2
 

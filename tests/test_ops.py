@@ -99,3 +99,21 @@ def test_fused_and_explicit_attention_agree():
     # relative position bias: resized for another map size, exact at the size it was made for
     assert attn.rel_pos(6, 6).shape == (4, 36, 36)
     assert attn(torch.randn(1, 4, 8, 16)).shape == (1, 4, 8, 32)
+
+
+@pytest.mark.parametrize("kernel, dilation, size", [(7, 3, 8), (51, 1, 8), (47, 1, 14), (13, 1, 7), (21, 2, 5),
+                                                    (3, 1, 1), (9, 1, 32)])
+def test_cropped_depthwise_conv_is_exact(kernel, dilation, size):
+    """The fast path skips taps that only see padding: same outputs and gradients as F.conv2d."""
+    from nas.ops.base import depthwise_conv2d
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, size, size, requires_grad=True)
+    w = torch.randn(3, 1, kernel, kernel, requires_grad=True)
+    b = torch.randn(3, requires_grad=True)
+    g = torch.randn(2, 3, size, size)
+    fast = depthwise_conv2d(x, w, b, dilation)
+    ref = F.conv2d(x, w, b, padding=(kernel // 2) * dilation, dilation=dilation, groups=3)
+    torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
+    for a, r in zip(torch.autograd.grad((fast * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b))):
+        torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)

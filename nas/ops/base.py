@@ -9,10 +9,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
-__all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d"]
+__all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d", "DepthwiseConv2d",
+           "depthwise_conv2d", "dense_convolutions", "reach"]
 
 
 @dataclass(frozen=True)
@@ -63,3 +66,52 @@ def matmul_count(macs: int) -> Count:
 def make_norm2d(kind: str, channels: int) -> nn.Module:
     """A norm over the channels of an NCHW map: 'bn' (BatchNorm2d) or 'ln' (LayerNorm2d, eps 1e-6)."""
     return nn.BatchNorm2d(channels) if kind == "bn" else LayerNorm2d(channels, eps=1e-6)
+
+
+_CROP_KERNELS = True
+
+
+class dense_convolutions:  # noqa: N801 - used like a function: `with dense_convolutions():`
+    """Within this context depthwise convs run uncropped, so that torch's FLOP counter sees the papers'
+    dense K x K cost (the convention of `nas.count`); outside it they take the exact fast path."""
+
+    def __enter__(self) -> None:
+        global _CROP_KERNELS
+        self._saved, _CROP_KERNELS = _CROP_KERNELS, False
+
+    def __exit__(self, *exc: object) -> None:
+        global _CROP_KERNELS
+        _CROP_KERNELS = self._saved
+
+
+def reach(kernel: int, dilation: int, size: int) -> int:
+    """How many taps on each side of a 'same'-padded kernel can touch a map of `size`: taps at offsets
+    of `size` or more only ever read zero padding."""
+    half = kernel // 2
+    return min(half, (size - 1) // dilation) if _CROP_KERNELS else half
+
+
+def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
+                     dilation: int = 1) -> torch.Tensor:
+    """A 'same'-padded depthwise conv that skips the kernel taps which can only see padding.
+
+    Exact: the skipped taps multiply zeros in the forward pass and get zero gradient in the backward
+    pass either way. On small maps (proxies, late stages) this is what makes large kernels affordable.
+    """
+    k = weight.shape[-1]
+    ry, rx = reach(k, dilation, x.shape[-2]), reach(k, dilation, x.shape[-1])
+    half = k // 2
+    if (ry, rx) != (half, half):
+        weight = weight[:, :, half - ry:half + ry + 1, half - rx:half + rx + 1]
+    return F.conv2d(x, weight, bias, padding=(ry * dilation, rx * dilation), dilation=dilation, groups=x.shape[1])
+
+
+class DepthwiseConv2d(nn.Conv2d):
+    """nn.Conv2d (same parameters and state dict) for odd-kernel 'same' depthwise convs, cropped exactly."""
+
+    def __init__(self, channels: int, kernel: int, dilation: int = 1, bias: bool = True) -> None:
+        super().__init__(channels, channels, kernel, padding=(kernel // 2) * dilation, dilation=dilation,
+                         groups=channels, bias=bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return depthwise_conv2d(x, self.weight, self.bias, self.dilation[0])

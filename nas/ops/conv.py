@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp
 
-from .base import Count, conv_count, linear_count, norm_count
+from .base import Count, DepthwiseConv2d, conv_count, linear_count, norm_count
 
 __all__ = ["ConvNeXtBlock", "MbConvBlock", "count_convnext", "count_mbconv"]
 
@@ -35,7 +35,7 @@ class ConvNeXtBlock(nn.Module):
         super().__init__()
         assert dim_in == dim and stride == 1, "ConvNeXt blocks keep width and resolution"
         k = params["kernel"]
-        self.conv_dw = nn.Conv2d(dim, dim, k, padding=k // 2, groups=dim)
+        self.conv_dw = DepthwiseConv2d(dim, k)
         self.norm = nn.LayerNorm(dim, eps=1e-6)
         self.mlp = Mlp(dim, int(params["mlp_ratio"] * dim), act_layer=nn.GELU)
         self.ls = layer_scale(dim, params["layer_scale"])

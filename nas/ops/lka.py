@@ -13,7 +13,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .base import Count, conv_count, norm_count
+from .base import Count, DepthwiseConv2d, conv_count, norm_count
 from .conv import layer_scale
 
 __all__ = ["LargeKernelAttention", "VanBlock", "count_lka", "lka_kernels"]
@@ -30,9 +30,8 @@ class LargeKernelAttention(nn.Module):
     def __init__(self, dim: int, kernel: int = 21, dilation: int = 3) -> None:
         super().__init__()
         local, spatial = lka_kernels(kernel, dilation)
-        self.conv_local = nn.Conv2d(dim, dim, local, padding=local // 2, groups=dim)
-        self.conv_dilated = nn.Conv2d(dim, dim, spatial, padding=(spatial // 2) * dilation,
-                                      dilation=dilation, groups=dim)
+        self.conv_local = DepthwiseConv2d(dim, local)
+        self.conv_dilated = DepthwiseConv2d(dim, spatial, dilation)
         self.conv_channel = nn.Conv2d(dim, dim, 1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

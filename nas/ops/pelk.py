@@ -16,10 +16,9 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 
-from .base import Count, linear_count, norm_count
+from .base import Count, depthwise_conv2d, linear_count, norm_count
 from .conv import layer_scale
 
 __all__ = ["peripheral_half_grid", "peripheral_index", "PeripheralConv", "PelkBlock", "count_pelk",
@@ -71,9 +70,9 @@ class PeripheralConv(nn.Module):
     def forward(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
         kernel = self.dense_kernel()
         bias = self.bias
-        if pos_embed is not None:
+        if pos_embed is not None:  # over the whole kernel: padded positions carry h too
             bias = bias + (kernel[:, 0] * pos_embed).sum((1, 2))
-        return F.conv2d(x, kernel, bias, padding=self.kernel_size // 2, groups=x.shape[1])
+        return depthwise_conv2d(x, kernel, bias)
 
 
 def make_pos_embed(channels: int, kernel: int) -> nn.Parameter:

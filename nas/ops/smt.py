@@ -12,7 +12,7 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .base import Count, conv_count, linear_count, norm_count
+from .base import Count, DepthwiseConv2d, conv_count, linear_count, norm_count
 from .conv import layer_scale
 
 __all__ = ["ScaleAwareModulation", "ConvMlp", "SamBlock", "count_sam", "count_conv_mlp"]
@@ -51,7 +51,7 @@ class ScaleAwareModulation(nn.Module):
         self.v = nn.Linear(dim, dim, bias=qkv_bias)
         self.s = nn.Linear(dim, dim, bias=qkv_bias)
         self.convs = nn.ModuleList(
-            nn.Conv2d(head_dim, head_dim, 3 + 2 * i, padding=1 + i, groups=head_dim) for i in range(heads))
+            DepthwiseConv2d(head_dim, 3 + 2 * i) for i in range(heads))
         # groups of `heads` channels, one from each head, mixed by a grouped 1x1 conv
         self.aggregate = nn.Conv2d(dim, dim * expand_ratio, 1, groups=head_dim)
         self.norm = nn.BatchNorm2d(dim * expand_ratio)

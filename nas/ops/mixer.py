@@ -1,0 +1,60 @@
+"""The residual block the conv-variant operators (issue 5) sit in, ConvNeXt style.
+
+``x + drop_path(layer_scale(pw2(GELU(pw1(BN(mixer(x)))))))``: the variant operator is the spatial
+mixer (width and resolution kept), followed by a BatchNorm and a 1x1-conv MLP of ``mlp_ratio * dim``
+hidden channels. The MLP convs are ordinary ``nn.Conv2d`` (sparsity masks apply to them).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn as nn
+from timm.layers import DropPath
+
+from .base import Count, conv_count, norm_count
+from .conv import layer_scale
+
+__all__ = ["MixerBlock", "count_mixer_block", "largest_divisor"]
+
+
+def largest_divisor(n: int, at_most: int) -> int:
+    """The largest divisor of `n` that is <= `at_most` (and >= 1): fits groups to any width."""
+    return next(d for d in range(max(1, min(at_most, n)), 0, -1) if n % d == 0)
+
+
+class MixerBlock(nn.Module):
+    """A spatial mixer, BN, 1x1-conv MLP, layer scale, residual."""
+
+    def __init__(self, mixer: nn.Module, dim: int, params: dict[str, Any], drop_path: float = 0.0) -> None:
+        super().__init__()
+        hidden = int(params["mlp_ratio"] * dim)
+        self.mixer = mixer
+        self.norm = nn.BatchNorm2d(dim)
+        self.pw1 = nn.Conv2d(dim, hidden, 1)
+        self.act = nn.GELU()
+        self.pw2 = nn.Conv2d(hidden, dim, 1)
+        self.ls = layer_scale(dim, params["layer_scale"])
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.pw2(self.act(self.pw1(self.norm(self.mixer(x)))))
+        return x + self.drop_path(self.ls(y))
+
+
+def count_mixer_block(mixer: Count, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
+                      sparsity: float = 0.0) -> Count:
+    """The mixer's own count plus the norm, the MLP and the layer scale around it."""
+    hidden = int(params["mlp_ratio"] * dim)
+    return (mixer + norm_count(dim)
+            + conv_count(dim, hidden, 1, out_hw, sparsity=sparsity)
+            + conv_count(hidden, dim, 1, out_hw, sparsity=sparsity)
+            + Count(dim, 0, dim, 0) * int(params["layer_scale"] > 0))
+
+
+def dense_count(params: int, flops: int) -> Count:
+    """Weights held outside nn.Conv2d/nn.Linear: never masked, so all of them are nonzero."""
+    return Count(params, flops, params, flops)
+
+
+__all__ += ["dense_count"]
