@@ -179,13 +179,13 @@ def search_main(argv: list[str] | None = None) -> int:
         print(f"search.py: interrupted; continue with: python scripts/search.py --resume {cfg.out}",
               file=sys.stderr)
         return 130
-    from .search import finished_trials
+    from .search import completed_trials
 
     log = logging.getLogger(__name__)
-    finished = len(finished_trials(study))
+    finished = len(completed_trials(study))
     if finished < cfg.trials:
-        log.warning("stopped with %d of %d trials; continue with: python scripts/search.py --resume %s",
-                    finished, cfg.trials, cfg.out)
-        return 130
+        print(f"search.py: error: {finished} of {cfg.trials} trials completed (failed ones carry their error in "
+              f"{cfg.out / 'trials.csv'}); continue with: python scripts/search.py --resume {cfg.out}", file=sys.stderr)
+        return 1
     log.info("done: %d trials in %s (trials.csv, pareto.json, pareto.html, study.db)", finished, cfg.out)
     return 0

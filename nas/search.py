@@ -124,6 +124,7 @@ class BudgetedOptunaSearch(_lazy_optuna_search()):
             ot_trial.set_user_attr("flops", counted.flops)
             if counted.flops <= self.budget_flops:
                 config["trial_number"] = ot_trial.number
+                config["seed_name"] = ot_trial.user_attrs.get("seed", "")
                 return config
             # over budget: infeasible, told at once, never trained
             self.rejected += 1
@@ -161,11 +162,46 @@ class BudgetedOptunaSearch(_lazy_optuna_search()):
         self._completed_trials.add(trial_id)
 
 
-def finished_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials that ran (complete, pruned or failed); candidates rejected by the FLOP count did not."""
-    done = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
-    return [t for t in study.get_trials(deepcopy=False, states=done)
-            if t.user_attrs.get("rejected") != "over the FLOP budget" and "interrupted" not in t.user_attrs]
+def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
+    """Trials trained to the end (what --trials counts): not pruned, failed or rejected."""
+    done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return [t for t in done if "rejected" not in t.user_attrs]
+
+
+def _enough_completed(run_dir: Path, target: int):
+    from ray.tune.stopper import Stopper
+
+    class EnoughCompleted(Stopper):
+        """Ends the experiment once the study holds `target` completed trials."""
+
+        def __init__(self) -> None:
+            self._study: optuna.Study | None = None
+
+        def __getstate__(self) -> dict:  # Tune pickles its stoppers; the study reopens lazily
+            return {"_study": None}
+
+        def __call__(self, trial_id: str, result: dict) -> bool:
+            return False
+
+        def stop_all(self) -> bool:
+            self._study = self._study or open_study(run_dir)
+            return len(completed_trials(self._study)) >= target
+
+    return EnoughCompleted()
+
+
+def _seed_aware_asha():
+    from ray.tune.schedulers import ASHAScheduler, TrialScheduler
+
+    class SeedAwareASHA(ASHAScheduler):
+        """ASHA on proxy accuracy that always trains the seeds to the end: they are the references."""
+
+        def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+            if trial.config.get("seed_name"):
+                return TrialScheduler.CONTINUE
+            return super().on_trial_result(tune_controller, trial, result)
+
+    return SeedAwareASHA
 
 
 def reconcile(study: optuna.Study) -> int:
@@ -233,9 +269,9 @@ def _progress_callback(study: optuna.Study, cfg: SearchConfig, run_dir: Path):
             front = pareto_front(frame)
             best = ", ".join(f"{r.accuracy:.1f}%@{r.flops / 1e9:.2f}G/{r.latency_ms:.0f}ms"
                              for r in front.sort_values("accuracy", ascending=False).head(3).itertuples())
-            _logger.info("[%5.0fs] trials: %d/%d done (%d pruned), %d running, %d failed, %d rejected | front: %s",
-                         time.monotonic() - self.started, len(finished_trials(study)), cfg.trials,
-                         counts.get("PRUNED", 0), running, counts.get("FAIL", 0), counts.get("REJECTED", 0),
+            _logger.info("[%5.0fs] trials: %d/%d complete, %d running, %d pruned, %d failed, %d rejected | "
+                         "front: %s", time.monotonic() - self.started, len(completed_trials(study)), cfg.trials,
+                         running, counts.get("PRUNED", 0), counts.get("FAIL", 0), counts.get("REJECTED", 0),
                          best or "-")
 
     return Progress()
@@ -246,7 +282,6 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from trials.data import load_dataset
     from trials.train import ProxyConfig
@@ -267,8 +302,8 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         cfg.save(run_dir / "config.json")
         for note in enqueue_seeds(study, cfg):
             _logger.info("seed scaled to fit the budget: %s", note)
-    remaining = cfg.trials - len(finished_trials(study))
-    _logger.info("run directory %s: %d trial(s) to run (of %d)", run_dir, max(0, remaining), cfg.trials)
+    remaining = cfg.trials - len(completed_trials(study))
+    _logger.info("run directory %s: %d more trial(s) to complete (of %d)", run_dir, max(0, remaining), cfg.trials)
     if remaining <= 0:
         write_results(study, run_dir, cfg.budget_flops)
         return study
@@ -290,14 +325,17 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         sampler=make_sampler(cfg.sampler, cfg.seed + len(study.trials)), storage=study._storage,
         study_name=STUDY_NAME, budget_flops=cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms,
         full_epochs=cfg.proxy_epochs)
-    scheduler = ASHAScheduler(metric="accuracy", mode="max", time_attr="epoch", max_t=cfg.proxy_epochs,
-                              grace_period=min(cfg.grace_epochs, cfg.proxy_epochs), reduction_factor=2)
+    scheduler = _seed_aware_asha()(metric="accuracy", mode="max", time_attr="epoch", max_t=cfg.proxy_epochs,
+                                   grace_period=min(cfg.grace_epochs, cfg.proxy_epochs), reduction_factor=2)
+    # pruned and failed trials do not count: allow up to 3x the missing count, stop once enough completed
+    max_runs = 3 * remaining + cfg.workers
     trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, settings=settings), {"cpu": cpus})
     tuner = tune.Tuner(
         trainable,
-        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=remaining,
+        tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=max_runs,
                                     max_concurrent_trials=cfg.workers, reuse_actors=True),
         run_config=tune.RunConfig(name="tune", storage_path=str((run_dir / "ray").resolve()), verbose=0,
+                                  stop=_enough_completed(run_dir, cfg.trials),
                                   callbacks=[_progress_callback(study, cfg, run_dir)],
                                   failure_config=tune.FailureConfig(max_failures=0, fail_fast=False)))
     try:

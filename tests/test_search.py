@@ -63,14 +63,13 @@ def test_small_search_writes_the_run_directory(tmp_path):
     result = search(*SMALL, "--trials", "3", "--seeds", "van_b0,smt_t", "--out", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
     assert "seed scaled to fit the budget: smt_t" in result.stderr  # 2.46 G over a 1 G budget
-    assert "trials: 3/3 done" in result.stderr
+    assert "trials: 3/3 complete" in result.stderr
     for name in ("study.db", "trials.csv", "pareto.json", "pareto.html", "search.log"):
         assert (run / name).is_file(), name
 
     frame = pd.read_csv(run / "trials.csv")
     assert list(frame.columns) == TRIAL_COLUMNS
-    ran = frame[frame.state.isin(["COMPLETE", "PRUNED", "FAIL"])]
-    assert len(ran) == 3
+    assert (frame.state == "COMPLETE").sum() >= 3
     assert set(frame.seed.dropna()) == {"van_b0", "smt_t"}
     seeds = frame[frame.seed.notna()].set_index("seed")
     assert seeds.loc["van_b0", "flops"] == 864_224_000 and seeds.loc["van_b0", "layout"] == "L-L-L-L"
@@ -97,12 +96,12 @@ def test_small_search_writes_the_run_directory(tmp_path):
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
     run = tmp_path / "run"
-    result = search(*SMALL, "--trials", "2", "--seeds", "van_b0", "--proxy-lr", "1e12", "--out", str(run))
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = search(*SMALL, "--trials", "1", "--seeds", "van_b0", "--proxy-lr", "1e12", "--out", str(run))
+    assert result.returncode == 1 and "0 of 1 trials completed" in result.stderr.strip().splitlines()[-1]
     frame = pd.read_csv(run / "trials.csv")
     failed = frame[frame.state == "FAIL"]
-    assert len(failed) == 2
-    assert failed.error.str.contains("loss").all()  # the divergence is named
+    assert len(failed) >= 3  # after the first failure the search went on
+    assert failed.error.str.contains("loss became nan").all()  # the divergence is named
 
 
 def _wait_for(predicate, timeout: float, what: str) -> None:
@@ -142,8 +141,8 @@ def test_resume_after_kill_9(tmp_path):
     after = {t.number: (t.values, t.user_attrs.get("duration_s")) for t in study.trials}
     assert all(after[n] == v for n, v in before.items())  # completed trials kept, not re-run
     frame = pd.read_csv(run / "trials.csv")
-    assert len(frame[frame.state.isin(["COMPLETE", "PRUNED", "FAIL"])]) == 4
-    assert set(frame.seed.dropna()) >= {"van_b0", "smt_t"}
+    assert (frame.state == "COMPLETE").sum() >= 4
+    assert set(frame[frame.state == "COMPLETE"].seed.dropna()) == {"van_b0", "smt_t"}  # seeds are never pruned
 
 
 def _free_port() -> int:

@@ -36,6 +36,15 @@ class LatencyResult:
         return self.p75_ms - self.p25_ms
 
 
+def _channels_last(model: nn.Module) -> nn.Module:
+    """channels_last for the 4-D weights; Module.to(memory_format=...) refuses a model holding other
+    ranks (e.g. CondConv's bank of expert kernels)."""
+    for param in model.parameters():
+        if param.dim() == 4:
+            param.data = param.data.contiguous(memory_format=torch.channels_last)
+    return model
+
+
 def measure_latency(
         model: nn.Module,
         img_size: int = 224,
@@ -59,7 +68,7 @@ def measure_latency(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        net = copy.deepcopy(model).to(dev, memory_format=torch.channels_last).eval()
+        net = _channels_last(copy.deepcopy(model).to(dev)).eval()
         x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
         x = x.contiguous(memory_format=torch.channels_last)
         times = []
