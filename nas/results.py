@@ -21,6 +21,8 @@ def _state(t: optuna.trial.FrozenTrial) -> str:
         return "REJECTED"
     if "interrupted" in t.user_attrs:
         return "INTERRUPTED"
+    if "skipped" in t.user_attrs:
+        return "SKIPPED"
     return t.state.name
 
 

@@ -136,6 +136,14 @@ class BudgetedOptunaSearch(_lazy_optuna_search()):
         raise RuntimeError(f"{self.max_rejections} candidates in a row were over the FLOP budget "
                            f"({self.budget_flops / 1e9:.3g} G): raise --budget")
 
+    def close_unstarted(self) -> None:
+        """Candidates asked for but never started when the search stopped: closed, not left RUNNING."""
+        for trial_id, ot_trial in list(self._ot_trials.items()):
+            if trial_id not in self._completed_trials:
+                ot_trial.set_user_attr("skipped", "not run: the search had stopped")
+                self._ot_study.tell(ot_trial, state=TrialState.FAIL)
+                self._completed_trials.add(trial_id)
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials or trial_id not in self._ot_trials:
             return
@@ -341,7 +349,8 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     try:
         tuner.fit()
     finally:
-        write_results(study, run_dir, cfg.budget_flops)
+        searcher.close_unstarted()
+        write_results(study, run_dir, cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms)
         if started_ray:
             ray.shutdown()
     return study

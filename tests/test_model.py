@@ -7,13 +7,23 @@ import nas
 from search_spaces import SEEDS
 
 
-@pytest.mark.parametrize("name", sorted(SEEDS))
-def test_seed_forward_and_one_training_step(name):
-    torch.manual_seed(0)
-    model = nas.build_model(SEEDS[name], num_classes=10)
-    model.eval()
+# The smallest seed of each family runs at 224 in every test run; the rest too with `-m slow`.
+SMALLEST = {"van_b0", "pelk_t", "coatnet_0", "smt_t"}
+FULL_SIZE = [pytest.param(n, marks=() if n in SMALLEST else pytest.mark.slow) for n in sorted(SEEDS)]
+
+
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_seed_runs_at_224(name):
+    model = nas.build_model(SEEDS[name], num_classes=10).eval()
     with torch.inference_mode():
         assert model(torch.randn(1, 3, 224, 224)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("name", sorted(SEEDS))
+def test_seed_forward_and_one_training_step(name):
+    """Every seed at 64x64: forward, backward through every parameter, one optimiser step."""
+    torch.manual_seed(0)
+    model = nas.build_model(SEEDS[name], num_classes=10)
     model.train()
     x, y = torch.randn(2, 3, 64, 64), torch.tensor([1, 7])
     opt = torch.optim.SGD(model.parameters(), lr=0.05)

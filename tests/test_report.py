@@ -77,7 +77,7 @@ def test_pareto_page_renders_every_point_in_headless_chromium(tmp_path):
     probe.write_text(page.read_text().replace("</body>", """<script>
 window.addEventListener('load', () => setTimeout(() => {
   const gd = document.getElementById('figure-0');
-  const n = gd.data.filter(t => t.mode === 'markers').reduce((a, t) => a + t.x.length, 0);
+  const n = gd._fullData.filter(t => t.mode === 'markers').reduce((a, t) => a + t._length, 0);
   const dots = gd.querySelectorAll('.scatterlayer .point').length;
   document.title = JSON.stringify({n: n, dots: dots});
 }, 500));

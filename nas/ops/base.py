@@ -15,7 +15,7 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
 __all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d", "DepthwiseConv2d",
-           "depthwise_conv2d", "dense_convolutions", "reach"]
+           "depthwise_conv2d", "dense_convolutions", "reach", "fft_depthwise_conv2d", "use_fft"]
 
 
 @dataclass(frozen=True)
@@ -91,9 +91,33 @@ def reach(kernel: int, dilation: int, size: int) -> int:
     return min(half, (size - 1) // dilation) if _CROP_KERNELS else half
 
 
+# Measured on a 2-core x86 CPU (benchmarks/large_kernel.py): PyTorch's direct depthwise conv runs at
+# 1-2 G MAC/s for large kernels; a zero-padded FFT wins from about 17 taps on maps of 14 px and up.
+FFT_MIN_KERNEL = 17
+FFT_MIN_SIZE = 14
+
+
+def use_fft(kernel_h: int, kernel_w: int, height: int, width: int) -> bool:
+    """The algorithm rule: FFT for large kernels on maps big enough to amortise the transforms."""
+    return _CROP_KERNELS and min(kernel_h, kernel_w) >= FFT_MIN_KERNEL and min(height, width) >= FFT_MIN_SIZE
+
+
+def fft_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """'Same' depthwise cross-correlation through zero-padded real FFTs (no wrap-around), exact up to
+    rounding; autograd differentiates the transforms, so training works too."""
+    h, w = x.shape[-2:]
+    kh, kw = weight.shape[-2:]
+    size = (h + kh - 1, w + kw - 1)
+    spectrum = torch.fft.rfft2(x, s=size) * torch.fft.rfft2(weight[:, 0], s=size).conj()
+    out = torch.fft.irfft2(spectrum, s=size)
+    out = torch.roll(out, shifts=(kh // 2, kw // 2), dims=(-2, -1))[..., :h, :w]
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      dilation: int = 1) -> torch.Tensor:
-    """A 'same'-padded depthwise conv that skips the kernel taps which can only see padding.
+    """A 'same'-padded depthwise conv: skips the kernel taps which can only see padding, then runs
+    the cropped kernel directly or, when large (undilated), through an FFT.
 
     Exact: the skipped taps multiply zeros in the forward pass and get zero gradient in the backward
     pass either way. On small maps (proxies, late stages) this is what makes large kernels affordable.
@@ -103,6 +127,8 @@ def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor |
     half = k // 2
     if (ry, rx) != (half, half):
         weight = weight[:, :, half - ry:half + ry + 1, half - rx:half + rx + 1]
+    if dilation == 1 and use_fft(2 * ry + 1, 2 * rx + 1, x.shape[-2], x.shape[-1]):
+        return fft_depthwise_conv2d(x, weight, bias)
     return F.conv2d(x, weight, bias, padding=(ry * dilation, rx * dilation), dilation=dilation, groups=x.shape[1])
 
 
