@@ -6,28 +6,15 @@ Run: python benchmarks/count_speed.py [--repeats 20]
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
 
 import torch
+from common import median_ms, write_result
 from torch.utils.flop_counter import FlopCounterMode
 
 import nas
 from nas.ops.attention import MultiHeadSelfAttention
 from nas.ops.base import dense_convolutions
 from search_spaces import SEEDS
-
-
-def time_ms(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def torch_count(spec) -> float:
@@ -50,8 +37,8 @@ def main() -> None:
     rows = []
     print(f"{'seed':<10} {'nas.count ms':>13} {'flop_counter ms':>16} {'speed-up':>9} {'GMACs':>8} {'agree':>6}")
     for name, spec in SEEDS.items():
-        ours = time_ms(lambda spec=spec: nas.count(spec), args.repeats)
-        reference = time_ms(lambda spec=spec: torch_count(spec), max(1, args.repeats // 10))
+        ours = median_ms(lambda spec=spec: nas.count(spec), args.repeats)
+        reference = median_ms(lambda spec=spec: torch_count(spec), max(1, args.repeats // 10), warmup=0)
         agree = nas.count(spec).flops / torch_count(spec)
         rows.append(dict(seed=name, count_ms=ours, flop_counter_ms=reference, speedup=reference / ours,
                          gflops=nas.count(spec).flops / 1e9, ratio=agree))
@@ -59,11 +46,7 @@ def main() -> None:
               f"{rows[-1]['gflops']:>8.3f} {agree:>6.3f}")
     worst = max(r["count_ms"] for r in rows)
     print(f"slowest nas.count: {worst:.2f} ms (target <= 50 ms) -> {'met' if worst <= 50 else 'MISSED'}")
-    out = Path(__file__).parent / "results" / "count_speed.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(dict(machine=platform.processor() or platform.machine(), cores=torch.get_num_threads(),
-                                   torch=torch.__version__, rows=rows), indent=2))
-    print(f"wrote {out}")
+    write_result("count_speed", dict(rows=rows))
 
 
 if __name__ == "__main__":

@@ -8,30 +8,16 @@ measured matmul rate. Run: python benchmarks/large_kernel.py [--threads 1] [--re
 from __future__ import annotations
 
 import argparse
-import json
-import platform
-import statistics
-import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+from common import median_ms, write_result
 
 from nas.ops.base import depthwise_conv2d, fft_depthwise_conv2d
 
 # (channels, kernel, map size): PeLK-T's partial convs at 224 (124*3/8=46 ... ), VAN/SMT/ConvNeXt sizes
 SHAPES = [(46, 51, 56), (93, 49, 28), (187, 47, 14), (374, 13, 7), (46, 101, 56), (64, 31, 56), (128, 31, 28),
           (96, 7, 56), (192, 7, 28), (64, 5, 56), (32, 9, 56), (64, 3, 56), (256, 21, 14), (46, 51, 8)]
-
-
-def median_ms(fn, repeats: int) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def matmul_rate(threads: int) -> float:
@@ -78,10 +64,7 @@ def main() -> None:
     print(f"K >= 31 (maps >= 14): min speed-up {min(r['speedup'] for r in big):.1f}x inference, "
           f"{min(r['speedup_fb'] for r in big):.1f}x training (target 5x); "
           f"slowest relative to direct anywhere: {min(r['speedup'] for r in rows):.2f}x (target >= 1)")
-    out = Path(__file__).parent / "results" / "large_kernel.json"
-    out.parent.mkdir(exist_ok=True)
-    out.write_text(json.dumps(dict(machine=platform.machine(), threads=args.threads, matmul_gmacs=peak, rows=rows),
-                              indent=2))
+    write_result("large_kernel", dict(matmul_gmacs=peak, rows=rows))
 
 
 if __name__ == "__main__":

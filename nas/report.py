@@ -16,7 +16,7 @@ import pandas as pd
 
 from search_spaces.spec import ArchSpec
 
-from .results import pareto_front
+from .results import pareto_front, pareto_mask
 
 __all__ = ["hypervolume", "hypervolume_history", "describe_blocks", "write_report", "write_png"]
 
@@ -95,17 +95,23 @@ def _figures(frame: pd.DataFrame, budget: float | None, latency_budget: float | 
     main = make_subplots(rows=1, cols=2, subplot_titles=("proxy accuracy vs FLOPs", "proxy accuracy vs latency"),
                          horizontal_spacing=0.08)
     for col, x, scale, unit in ((1, "flops", 1e9, "GFLOPs (MACs at 224)"), (2, "latency_ms", 1.0, "latency (ms)")):
-        for state, symbol in (("COMPLETE", "circle"), ("PRUNED", "x")):
+        for state, symbol, color in (("COMPLETE", "circle", "#1f77b4"), ("PRUNED", "x", "#9a9a9a")):
             part = shown[shown.state == state]
+            on_front = part.number.isin(front.number) if len(front) else part.number.isin([])
             main.add_trace(go.Scatter(
-                x=part[x].astype(float) / scale, y=part.accuracy, mode="markers", name=state.lower(),
-                marker=dict(symbol=symbol, size=9), text=_hover(part), hoverinfo="text", legendgroup=state,
-                showlegend=col == 1), row=1, col=col)
-        if len(front):
-            line = front.sort_values(x)
+                x=part[x].astype(float) / scale, y=part.accuracy, mode="markers",
+                name="complete (ringed: on the 3-objective front)" if state == "COMPLETE" else "stopped early (ASHA)",
+                marker=dict(symbol=symbol, size=9, color=color,
+                            line=dict(width=[2.5 if f else 0 for f in on_front], color="#d62728")),
+                text=_hover(part), hoverinfo="text", legendgroup=state, showlegend=col == 1), row=1, col=col)
+        done = shown[shown.state == "COMPLETE"]
+        if len(done):  # the front of accuracy against this one cost
+            costs = done[x].to_numpy(float)
+            mask = pareto_mask(done.accuracy.to_numpy(float), costs, costs)
+            line = done[mask].sort_values(x)
             main.add_trace(go.Scatter(x=line[x].astype(float) / scale, y=line.accuracy, mode="lines",
-                                      name="Pareto front", line=dict(width=2), legendgroup="front",
-                                      showlegend=col == 1, hoverinfo="skip"), row=1, col=col)
+                                      name="Pareto front", line=dict(width=2, color="#d62728", shape="hv"),
+                                      legendgroup="front", showlegend=col == 1, hoverinfo="skip"), row=1, col=col)
         if len(seeds):
             main.add_trace(go.Scatter(x=seeds[x].astype(float) / scale, y=seeds.accuracy, mode="text",
                                       text=seeds.seed, textposition="top center", showlegend=False,

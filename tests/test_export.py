@@ -88,3 +88,18 @@ def test_export_errors_name_the_fix(tmp_path):
         export_run(tmp_path, trials=[5])
     with pytest.raises(ExportError, match="front is empty"):
         export_run(tmp_path)
+
+
+def test_onnx_export_runs_in_onnxruntime(tmp_path):
+    """torch.onnx.export (dynamo) handles every family's ops; onnxruntime reproduces the outputs."""
+    import onnxruntime
+
+    x = torch.randn(1, 3, 64, 64)
+    for name in ("smt_t", "coatnet_0"):  # SAM + MSA (SDPA), MBConv + relative-position attention
+        model = timm.create_model(f"{MODEL_PREFIX}_{name}", num_classes=10).eval()
+        path = tmp_path / f"{name}.onnx"
+        torch.onnx.export(model, (x,), str(path), dynamo=True)
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
+        with torch.no_grad():
+            torch.testing.assert_close(torch.from_numpy(out), model(x), rtol=1e-3, atol=1e-4)

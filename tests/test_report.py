@@ -97,3 +97,12 @@ def test_plot_script_regenerates_a_run(tmp_path):
     result = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot.py"), str(tmp_path)], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 2 and "no study.db" in result.stderr
+
+
+@pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-headless-shell")),
+                    reason="needs Chromium (apt-get install chromium); .ci/run installs it")
+def test_static_png_of_the_main_plot(tmp_path):
+    from nas.report import write_png
+
+    path = write_png(_frame(), tmp_path / "pareto.png", 5e9)
+    assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000

@@ -8,9 +8,10 @@ from PIL import Image
 
 from trials.data import (
     NUM_COARSE,
+    NUM_TEXTURES,
     SYNTHETIC_NUM_CLASSES,
     DatasetError,
-    _bar_bank,
+    _texture_bank,
     load_cifar10,
     load_dataset,
     load_imagefolder,
@@ -36,8 +37,8 @@ def test_synthetic_shapes_balance_and_normalisation(img_size):
     assert data.val_x.shape == (120, 3, img_size, img_size)
     assert data.train_y.dtype == torch.int64 and data.img_size == img_size
     assert data.num_classes == SYNTHETIC_NUM_CLASSES >= 10 and len(data.class_names) == data.num_classes
-    assert torch.bincount(data.train_y, minlength=data.num_classes).tolist() == [20] * 12
-    assert torch.bincount(data.val_y, minlength=data.num_classes).tolist() == [10] * 12
+    assert torch.bincount(data.train_y, minlength=data.num_classes).tolist() == [240 // 15] * 15
+    assert torch.bincount(data.val_y, minlength=data.num_classes).tolist() == [120 // 15] * 15
     assert data.train_x.mean(dim=(0, 2, 3)).abs().max() < 1e-4
     assert (data.train_x.std(dim=(0, 2, 3)) - 1).abs().max() < 1e-3
 
@@ -51,11 +52,15 @@ def test_synthetic_val_images_do_not_depend_on_train_size():
         assert corr > 0.99999
 
 
-def test_bar_orientations_are_distinct_and_45_degrees_apart():
-    bank = _bar_bank(1)
-    assert len({b.tobytes() for b in bank}) == 4
-    for k in range(4):  # a quarter turn moves the orientation index by two 45-degree steps
-        assert np.array_equal(np.rot90(bank[k]), bank[(k + 2) % 4])
+def test_textures_are_distinct_equal_mass_and_survive_a_4x4_patchify():
+    bank = _texture_bank(1)
+    assert len({b.tobytes() for b in bank}) == NUM_TEXTURES
+    assert np.array_equal(bank[0].T, bank[1])  # horizontal and vertical stripes
+    assert len({b.sum() for b in bank}) == 1  # brightness alone says nothing
+    # Every aligned 4x4 patch of a square holds a full stripe period, so a stride-4 stem sees it.
+    patches = bank.reshape(NUM_TEXTURES, 3, 4, 3, 4).transpose(0, 1, 3, 2, 4).reshape(NUM_TEXTURES, 9, 16)
+    assert (patches.sum(-1) == 8).all()
+    assert np.array_equal(_texture_bank(2)[2], np.kron(bank[2], np.ones((2, 2))))
 
 
 def _render_pair(changed: dict, img_size=32, n=64):
@@ -67,13 +72,13 @@ def _render_pair(changed: dict, img_size=32, n=64):
 
 
 @pytest.mark.parametrize("which, same_cols, diff_cols", [
-    ("orient_b", slice(0, 19), slice(19, 32)),  # right motif lives in x >= 0.6 * 32
-    ("orient_a", slice(13, 32), slice(0, 13)),  # left motif lives in x < 0.4 * 32
+    ("value_b", slice(0, 16), slice(16, 32)),  # right square lives in the right half
+    ("value_a", slice(16, 32), slice(0, 16)),  # left square lives in the left half
 ])
 def test_label_needs_both_far_apart_motifs(which, same_cols, diff_cols):
-    """Changing only one motif changes every label while the other motif's side of the image,
-    and so any patch around it, stays pixel-identical: no patch holding one motif decides the label."""
-    latents, other, img, img_other = _render_pair(lambda lat: {which: (getattr(lat, which) + 1) % 4})
+    """Changing only one square changes every label while the other square's half of the image,
+    and so any patch around it, stays pixel-identical: no patch holding one square decides the label."""
+    latents, other, img, img_other = _render_pair(lambda lat: {which: (getattr(lat, which) + 1) % NUM_TEXTURES})
     assert (latents.labels() != other.labels()).all()
     assert np.array_equal(img[..., same_cols], img_other[..., same_cols])
     assert not np.array_equal(img[..., diff_cols], img_other[..., diff_cols])
@@ -81,10 +86,13 @@ def test_label_needs_both_far_apart_motifs(which, same_cols, diff_cols):
 
 def test_coarse_factor_needs_the_whole_image():
     """A single quadrant barely tells the coarse state (random offset, tint and gradient),
-    comparing the four quadrants does: the factor lives at image scale."""
+    comparing the four quadrants does: the factor lives at image scale. Quadrant medians are
+    used because the striped squares (half-filled, at most 144 of a quadrant's 256 pixels) only
+    brighten pixels."""
     latents = sample_synthetic_latents(1200, 32, np.random.default_rng(0))
     img = render_synthetic(latents, 32, np.random.default_rng(1)).mean(axis=1)
-    quad = {(i, j): img[:, 16 * i:16 * i + 16, 16 * j:16 * j + 16].mean(axis=(1, 2)) for i in (0, 1) for j in (0, 1)}
+    quad = {(i, j): np.median(img[:, 16 * i:16 * i + 16, 16 * j:16 * j + 16].reshape(len(img), -1), axis=1)
+            for i in (0, 1) for j in (0, 1)}
 
     def holdout_accuracy(stat):  # nearest class mean in 1-D, fitted on the first half
         means = np.array([stat[:600][latents.coarse[:600] == c].mean() for c in range(NUM_COARSE)])
@@ -172,7 +180,7 @@ def test_cifar10_resize_and_subset(tmp_path):
     (lambda p: load_dataset("cifar10", p / "nope"), "does not exist"),
     (lambda p: load_dataset("imagefolder", p), "no images found"),
     (lambda p: load_dataset("cifar10", p), "data_batch_1, data_batch_2"),
-    (lambda p: make_synthetic(10, 10, img_size=8), "too small"),
+    (lambda p: make_synthetic(10, 10, img_size=16), "too small"),
 ])
 def test_dataset_errors_are_one_clear_line(tmp_path, call, fragment):
     (tmp_path / "empty_class").mkdir()
