@@ -18,10 +18,11 @@ combines two factors that no single local patch provides:
 distractor strokes and pixel noise. The squares span 3x3 cells of a stride-4
 stem's map and their stripes (period 4 px) survive a 4x4 patchify, so a
 4-epoch proxy at 32 px can learn the task, but how far it gets within those
-epochs depends strongly on the architecture (measured with the search's
-default proxy, 3000 images, 4 epochs: smt_t ~99%, van_b0 ~45%, coatnet_0 ~34%,
-pelk_t ~28%; chance 6.7%, coarse factor alone 20%). See
-benchmarks/seed_separation.py.
+epochs depends strongly on the architecture and is a sharp take-off (measured
+with the search's default proxy, 3000 images, 4 epochs, mean of 3 training
+seeds: van_b2 52%, van_b0 44%, pelk_t 27%, coatnet_0 25% (9-35%), smt_t 21%;
+chance 6.7%, coarse factor alone 20%; a near copy with other nuisance draws
+took smt_t to 99%). See benchmarks/seed_separation.py.
 """
 
 from __future__ import annotations
