@@ -90,7 +90,7 @@ def test_non_finite_loss_raises_trial_failed(model_fn, lr):
 
 
 def test_tiny_cnn_beats_chance_on_synthetic():
-    """The synthetic set is learnable within a proxy budget (chance is 1/12)."""
+    """The synthetic set is learnable within a proxy budget (chance is 1/15)."""
     data = make_synthetic(1500, 300, img_size=32, seed=0)
     torch.manual_seed(0)
     result = train_and_evaluate(_tiny_cnn(data.num_classes), data, ProxyConfig(epochs=3, batch_size=32, lr=3e-3))
