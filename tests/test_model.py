@@ -6,7 +6,6 @@ import torch.nn.functional as F
 import nas
 from search_spaces import SEEDS
 
-
 # The smallest seed of each family runs at 224 in every test run; the rest too with `-m slow`.
 SMALLEST = {"van_b0", "pelk_t", "coatnet_0", "smt_t"}
 FULL_SIZE = [pytest.param(n, marks=() if n in SMALLEST else pytest.mark.slow) for n in sorted(SEEDS)]

@@ -170,7 +170,9 @@ def test_two_node_ray_cluster(tmp_path):
              "print(len([n for n in ray.nodes() if n['Alive']]), 'node')"],
             capture_output=True, text=True, env=env).stdout, 90, "the worker node to join")
         run = tmp_path / "run"
-        result = search(*SMALL, "--trials", "4", "--seeds", "none", "--cpus-per-trial", "1", "--ray-address",
+        # trials long enough to overlap, so that the two 1-CPU nodes both get work
+        result = search(*SMALL, "--proxy-epochs", "3", "--proxy-train", "600", "--trials", "6", "--seeds", "none",
+                        "--cpus-per-trial", "1", "--ray-address",
                         f"127.0.0.1:{port}", "--out", str(run), env={"RAY_AUTH_MODE": "disabled"})
         assert result.returncode == 0, result.stderr[-3000:]
         nodes_used = {t.user_attrs.get("node") for t in load(run).trials if "node" in t.user_attrs}
