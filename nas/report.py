@@ -140,7 +140,7 @@ def _figures(frame: pd.DataFrame, budget: float | None, latency_budget: float | 
         header=dict(values=["trial", "seed", "layout", "params (M)", "GFLOPs", "latency (ms)", "proxy top-1 (%)",
                             "blocks"]),
         cells=dict(values=[cells[c].fillna("") for c in cells.columns])))
-    table.update_layout(title=f"Pareto front ({len(front)} architectures)", height=160 + 30 * max(1, len(front)))
+    table.update_layout(title=f"Pareto front ({len(front)} architectures)", height=200 + 60 * max(1, len(front)))
     return [main, hv, table]
 
 
