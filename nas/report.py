@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -85,12 +86,11 @@ def _hover(frame: pd.DataFrame) -> list[str]:
             f"{r.latency_ms:.1f} ms, proxy top-1 {r.accuracy:.2f}%" for r in frame.itertuples()]
 
 
-def _figures(frame: pd.DataFrame, budget: float | None, latency_budget: float | None) -> list:
+def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, latency_budget: float | None) -> list:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     shown = frame[frame.state.isin(["COMPLETE", "PRUNED"])].dropna(subset=["accuracy", "latency_ms", "flops"])
-    front = pareto_front(frame)
     seeds = shown[shown.seed.fillna("") != ""]
     main = make_subplots(rows=1, cols=2, subplot_titles=("proxy accuracy vs FLOPs", "proxy accuracy vs latency"),
                          horizontal_spacing=0.08)
@@ -145,16 +145,17 @@ def _figures(frame: pd.DataFrame, budget: float | None, latency_budget: float | 
 
 
 def write_report(frame: pd.DataFrame, path: Path, budget: float | None = None,
-                 latency_budget: float | None = None) -> Path:
-    """Write the self-contained page (plotly.js inlined once, about 5 MB)."""
-    figures = _figures(frame, budget, latency_budget)
+                 latency_budget: float | None = None, front: pd.DataFrame | None = None) -> Path:
+    """Write the self-contained page (plotly.js inlined once, about 5 MB); `front` if already known."""
+    front = pareto_front(frame) if front is None else front
+    figures = _figures(frame, front, budget, latency_budget)
     body = "\n".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"figure-{i}")
                      for i, fig in enumerate(figures))
     points = int(frame.state.isin(["COMPLETE", "PRUNED"]).sum())
     path.write_text(f"""<!DOCTYPE html>
 <html><head><meta charset="utf-8"><title>hybrid-nas Pareto front</title></head>
 <body data-points="{points}">
-<h2>hybrid-nas: {points} trained candidates, {len(pareto_front(frame))} on the front</h2>
+<h2>hybrid-nas: {points} trained candidates, {len(front)} on the front</h2>
 {body}
 </body></html>""")
     return path
@@ -171,14 +172,13 @@ def write_png(frame: pd.DataFrame, path: Path, budget: float | None = None) -> P
     if browser is None:
         _logger.info("no PNG: kaleido and a Chromium are needed (pip install kaleido; apt-get install chromium)")
         return None
-    import os
     os.environ.setdefault("BROWSER_PATH", browser)
-    _figures(frame, budget, None)[0].write_image(str(path), width=1400, height=560)
+    _figures(frame, pareto_front(frame), budget, None)[0].write_image(str(path), width=1400, height=560)
     return path
 
 
-def front_records(frame: pd.DataFrame) -> list[dict]:
-    """pareto.json's records: the non-dominated specs with their numbers."""
+def front_records(front: pd.DataFrame) -> list[dict]:
+    """pareto.json's records: the non-dominated specs (rows of `pareto_front`) with their numbers."""
     return [dict(number=int(r.number), seed=r.seed if isinstance(r.seed, str) else "", layout=r.layout,
                  params=int(r.params), flops=int(r.flops), latency_ms=float(r.latency_ms),
-                 accuracy=float(r.accuracy), spec=json.loads(r.spec)) for r in pareto_front(frame).itertuples()]
+                 accuracy=float(r.accuracy), spec=json.loads(r.spec)) for r in front.itertuples()]

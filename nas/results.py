@@ -75,7 +75,8 @@ def write_results(study: optuna.Study, run_dir: Path, budget_flops: float | None
         frame.to_parquet(run_dir / "trials.parquet", index=False)
     else:
         frame.to_csv(run_dir / "trials.csv", index=False)
-    (run_dir / "pareto.json").write_text(json.dumps(front_records(frame), indent=2))
+    front = pareto_front(frame)
+    (run_dir / "pareto.json").write_text(json.dumps(front_records(front), indent=2))
     if html:
-        write_report(frame, run_dir / "pareto.html", budget_flops, latency_budget_ms)
+        write_report(frame, run_dir / "pareto.html", budget_flops, latency_budget_ms, front)
     return frame

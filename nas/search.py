@@ -20,6 +20,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
 
 from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
@@ -93,12 +94,7 @@ def open_study(run_dir: Path, sampler: optuna.samplers.BaseSampler | None = None
                                directions=["maximize" if m == "max" else "minimize" for _, m in OBJECTIVES])
 
 
-def _lazy_optuna_search():
-    from ray.tune.search.optuna import OptunaSearch
-    return OptunaSearch
-
-
-class BudgetedOptunaSearch(_lazy_optuna_search()):
+class BudgetedOptunaSearch(OptunaSearch):
     """OptunaSearch that rejects over-budget candidates before they run, records trial numbers and
     errors as user attributes, and tells Optuna PRUNED for trials ASHA stopped early."""
 
@@ -109,7 +105,6 @@ class BudgetedOptunaSearch(_lazy_optuna_search()):
         self.full_epochs = full_epochs
         self.img_size = img_size
         self.max_rejections = max_rejections
-        self.rejected = 0
         super().__init__(**kwargs)
 
     def suggest(self, trial_id: str) -> dict | None:
@@ -127,7 +122,6 @@ class BudgetedOptunaSearch(_lazy_optuna_search()):
                 config["seed_name"] = ot_trial.user_attrs.get("seed", "")
                 return config
             # over budget: infeasible, told at once, never trained
-            self.rejected += 1
             ot_trial.set_constraint("flops_over_budget", float(counted.flops - self.budget_flops))
             ot_trial.set_constraint("latency_over_budget", 0.0)
             ot_trial.set_user_attr("rejected", "over the FLOP budget")
@@ -163,7 +157,8 @@ class BudgetedOptunaSearch(_lazy_optuna_search()):
             ot_trial.set_user_attr("rejected", "over the latency budget")
             self._ot_study.tell(ot_trial, [0.0, float(result["flops"]), float(latency)])
         elif result.get("epoch", 0) < self.full_epochs:
-            ot_trial.set_user_attr("pruned", f"stopped by ASHA after {result.get('epoch', 0)} epochs")
+            ot_trial.set_user_attr("pruned", f"stopped early after {result.get('epoch', 0)} epochs "
+                                   "(ASHA, or the search had enough completed trials)")
             self._ot_study.tell(ot_trial, state=TrialState.PRUNED)
         else:
             self._ot_study.tell(ot_trial, [float(result["accuracy"]), float(result["flops"]), float(latency)])

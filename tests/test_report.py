@@ -94,9 +94,31 @@ window.addEventListener('load', () => setTimeout(() => {
 
 
 def test_plot_script_regenerates_a_run(tmp_path):
-    result = subprocess.run([sys.executable, str(ROOT / "scripts" / "plot.py"), str(tmp_path)], capture_output=True,
-                            text=True, timeout=120)
+    import optuna
+
+    from nas.search import open_study
+
+    plot = [sys.executable, str(ROOT / "scripts" / "plot.py"), str(tmp_path)]
+    result = subprocess.run(plot, capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "no study.db" in result.stderr
+    study = open_study(tmp_path)  # a real study storage, filled as the searcher fills it
+    for r in _frame(6).itertuples():
+        attrs = dict(seed=r.seed, layout=r.layout, params=r.params, flops=r.flops, latency_ms=r.latency_ms,
+                     duration_s=r.duration_s, spec=r.spec)
+        if r.state == "COMPLETE":
+            trial = optuna.trial.create_trial(values=[r.accuracy, r.flops, r.latency_ms], user_attrs=attrs)
+        else:
+            trial = optuna.trial.create_trial(state=optuna.trial.TrialState.PRUNED, user_attrs=attrs)
+        study.add_trial(trial)
+    result = subprocess.run(plot, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = pd.read_csv(tmp_path / "trials.csv")
+    assert list(table.state) == ["PRUNED"] + ["COMPLETE"] * 4 + ["PRUNED"]
+    front = json.loads((tmp_path / "pareto.json").read_text())
+    complete = table[table.state == "COMPLETE"]
+    mask = pareto_mask(complete.accuracy.to_numpy(), complete.flops.to_numpy(float), complete.latency_ms.to_numpy())
+    assert sorted(r["number"] for r in front) == sorted(complete.number[mask])
+    assert 'data-points="6"' in (tmp_path / "pareto.html").read_text()
 
 
 @pytest.mark.skipif(not (shutil.which("chromium") or shutil.which("chromium-headless-shell")),

@@ -8,7 +8,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -87,6 +87,5 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
         metrics.update(accuracy=top1, epoch=epoch, train_loss=loss, duration_s=time.perf_counter() - start)
         report(dict(metrics))
 
-    proxy = ProxyConfig(**{**settings.proxy.__dict__, "num_threads": settings.threads})
-    train_and_evaluate(model, data, proxy, on_epoch=on_epoch)
+    train_and_evaluate(model, data, replace(settings.proxy, num_threads=settings.threads), on_epoch=on_epoch)
     return metrics
