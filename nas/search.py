@@ -49,6 +49,7 @@ class SearchConfig:
     workers: int = 2
     sampler: str = "tpe"
     seed: int = 0
+    sampler_seed: int | None = None  # None: `seed`; set apart to vary the sampler alone (benchmarks)
     latency_budget_ms: float | None = None
     latency_device: str = "cpu"
     dataset: str = "synthetic"
@@ -325,7 +326,8 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         latency_device=cfg.latency_device, latency_budget_ms=cfg.latency_budget_ms)
     searcher = BudgetedOptunaSearch(
         space=SearchSpace(), metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
-        sampler=make_sampler(cfg.sampler, cfg.seed + len(study.trials)), storage=study._storage,
+        sampler=make_sampler(cfg.sampler, (cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed)
+                             + len(study.trials)), storage=study._storage,
         study_name=STUDY_NAME, budget_flops=cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms,
         full_epochs=cfg.proxy_epochs)
     scheduler = _seed_aware_asha()(metric="accuracy", mode="max", time_attr="epoch", max_t=cfg.proxy_epochs,
