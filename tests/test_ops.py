@@ -7,7 +7,10 @@ import torch.nn.functional as F
 
 from nas.ops import LargeKernelAttention, PeripheralConv, ScaleAwareModulation, peripheral_half_grid
 from nas.ops.attention import MultiHeadSelfAttention
+from nas.ops.base import dense_convolutions
 from nas.ops.lka import lka_kernels
+from nas.ops.pelk import peripheral_conv2d, use_block_sum
+from nas.sparse import apply_sparsity
 
 
 def test_peripheral_grid_matches_the_paper():
@@ -117,3 +120,49 @@ def test_cropped_depthwise_conv_is_exact(kernel, dilation, size):
     torch.testing.assert_close(fast, ref, rtol=1e-4, atol=1e-5)
     for a, r in zip(torch.autograd.grad((fast * g).sum(), (x, w, b)), torch.autograd.grad((ref * g).sum(), (x, w, b))):
         torch.testing.assert_close(a, r, rtol=1e-4, atol=1e-4)
+
+
+def relative_error(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a - b).abs().max() / b.abs().max()).item()
+
+
+# PeLK's stage kernels at 224 px (maps 56/28/14/7) and on proxy maps (8/4/2/1), plus non-square maps
+@pytest.mark.parametrize("kernel, height, width", [(51, 56, 56), (49, 28, 28), (47, 14, 14), (13, 7, 7), (51, 8, 8),
+                                                   (49, 4, 4), (47, 2, 2), (13, 1, 1), (51, 14, 9), (47, 3, 16),
+                                                   (13, 1, 6)])
+@pytest.mark.parametrize("path", ["block_sum", "chosen"])
+def test_peripheral_conv_is_exact(kernel, height, width, path):
+    """Box sums over the sharing cells, and the module's chosen path, against F.conv2d on the materialised
+    kernel: outputs and gradients w.r.t. input, shared weight, bias and positional embedding."""
+    torch.set_num_threads(1)  # the NCHW reference's backward slows down 100x on two threads of a busy machine
+    torch.manual_seed(0)
+    conv = PeripheralConv(3, kernel, 5)
+    x = torch.randn(2, 3, height, width, requires_grad=True)
+    h = torch.randn(3, kernel, kernel, requires_grad=True)
+    g = torch.randn(2, 3, height, width)
+    inputs = (x, conv.weight, conv.bias, h)
+    if path == "block_sum":
+        with torch.inference_mode():  # a first call in inference mode must not break the training call
+            peripheral_conv2d(x, conv.weight, None, kernel, 5)
+        ours = peripheral_conv2d(x, conv.weight, conv.bias + conv.pos_embed_bias(conv.weight, h), kernel, 5)
+    else:
+        ours = conv(x, h)
+    dense = conv.weight[:, :, conv.index][:, :, :, conv.index]  # as the paper writes it, not `dense_kernel()`
+    ref = F.conv2d(x, dense, conv.bias + (dense[:, 0] * h).sum((1, 2)), padding=kernel // 2, groups=3)
+    assert relative_error(ours, ref) < 1e-4
+    for a, r in zip(torch.autograd.grad((ours * g).sum(), inputs), torch.autograd.grad((ref * g).sum(), inputs)):
+        assert relative_error(a, r) < 1e-4
+
+
+def test_block_sum_sees_the_sparse_mask_and_stays_off_for_flop_counting():
+    torch.manual_seed(0)
+    conv = PeripheralConv(4, 51, 5)
+    apply_sparsity(conv, 0.4)
+    assert (conv.weight == 0).sum() == int(conv.weight.numel() * 0.4)
+    x = torch.randn(1, 4, 28, 28)
+    with torch.inference_mode():
+        assert use_block_sum(51, 5, 28, 28, training=False)
+        ref = F.conv2d(x, conv.dense_kernel(), conv.bias, padding=25, groups=4)
+        assert relative_error(conv(x), ref) < 1e-4
+        with dense_convolutions():
+            assert not use_block_sum(51, 5, 28, 28, training=False)

@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
 __all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d", "DepthwiseConv2d",
-           "depthwise_conv2d", "dense_convolutions", "reach", "fft_depthwise_conv2d", "use_fft", "use_channels_last"]
+           "depthwise_conv2d", "dense_convolutions", "fast_paths_enabled", "reach", "fft_depthwise_conv2d", "use_fft",
+           "use_channels_last"]
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,11 @@ class dense_convolutions:  # noqa: N801 - used like a function: `with dense_conv
     def __exit__(self, *exc: object) -> None:
         global _CROP_KERNELS
         _CROP_KERNELS = self._saved
+
+
+def fast_paths_enabled() -> bool:
+    """False inside `dense_convolutions()`: operators with a cheaper exact algorithm must then run dense."""
+    return _CROP_KERNELS
 
 
 def reach(kernel: int, dilation: int, size: int) -> int:

@@ -9,20 +9,27 @@ A kernel-wise positional embedding h (channels x K x K, one per stage, shared by
 as Y(x, y) = sum_ij w(i, j) * (X(x+i, y+j) + h(i, j)); with zero padding the h term is the same at
 every position, so it is added as a per-channel bias sum_ij w(i, j) h(i, j), exactly.
 Only `conv_ratio` (3/8) of the channels go through the conv; the rest pass unchanged.
+
+Because the kernel is constant over each cell, the conv is also a sum over cells of the shared weight
+times box sums of the input (`peripheral_conv2d`): its cost grows with the number of cells (13 x 13
+for K=51) instead of K^2. `PeripheralConv` takes that path where it measured faster than the dense
+depthwise conv (`use_block_sum`); FLOPs are still counted as the dense K x K conv.
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 
-from .base import Count, depthwise_conv2d, linear_count, norm_count
+from .base import Count, depthwise_conv2d, fast_paths_enabled, linear_count, norm_count, reach
 from .conv import layer_scale
 
-__all__ = ["peripheral_half_grid", "peripheral_index", "PeripheralConv", "PelkBlock", "count_pelk",
-           "pelk_conv_channels"]
+__all__ = ["peripheral_half_grid", "peripheral_index", "peripheral_bounds", "peripheral_conv2d", "use_block_sum",
+           "PeripheralConv", "PelkBlock", "count_pelk", "pelk_conv_channels"]
 
 
 def peripheral_half_grid(kernel: int, center: int) -> list[int]:
@@ -46,6 +53,98 @@ def peripheral_index(kernel: int, center: int) -> torch.Tensor:
     return torch.tensor(index, dtype=torch.long)
 
 
+@functools.cache
+def peripheral_bounds(kernel: int, center: int) -> tuple[int, ...]:
+    """Offsets at which the sharing cells along an axis begin, then the end: cell j is [b[j], b[j+1])."""
+    ends = [0]
+    for size in peripheral_half_grid(kernel, center):
+        ends.append(ends[-1] + size)
+    return tuple(sorted({1 - e for e in ends[1:]} | set(ends[1:])))
+
+
+@functools.lru_cache(maxsize=256)
+def _cells_in_reach(kernel: int, center: int, radius: int) -> tuple[int, int, tuple[int, ...]]:
+    """The cells within `radius` taps of the centre (first, last + 1) and their bounds clipped to it: with
+    the reach of a map as radius, the others only ever see zero padding."""
+    bounds = peripheral_bounds(kernel, center)
+    cells = [j for j in range(len(bounds) - 1) if bounds[j + 1] > -radius and bounds[j] <= radius]
+    clipped = [max(bounds[j], -radius) for j in cells] + [min(bounds[cells[-1] + 1], radius + 1)]
+    return cells[0], cells[-1] + 1, tuple(clipped)
+
+
+@functools.lru_cache(maxsize=64)
+@torch.inference_mode(False)  # cached: must stay usable by autograd after a first call in inference
+def _row_box_matrix(bounds: tuple[int, ...], size: int) -> torch.Tensor:
+    """(size, cells * size) 0/1 matrix M with M[h, j * size + h'] = 1 where h' - h lies in cell j: the
+    row box sums of all cells, weighted and summed, become one GEMM."""
+    lo, hi = torch.tensor(bounds[:-1]).view(-1, 1, 1), torch.tensor(bounds[1:]).view(-1, 1, 1)
+    offset = torch.arange(size).view(1, 1, -1) - torch.arange(size).view(1, -1, 1)  # [cell, h, h'] -> h' - h
+    inside = (offset >= lo) & (offset < hi)
+    return inside.permute(1, 0, 2).reshape(size, -1).float()
+
+
+def peripheral_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, kernel: int,
+                      center: int) -> torch.Tensor:
+    """The 'same' depthwise conv with the K x K kernel `weight[:, :, peripheral_index][..., peripheral_index]`,
+    computed from the shared (small) `weight` without materialising it, exactly (up to rounding).
+
+    Columns: a prefix sum along W read at the clipped cell bounds gives every column box sum, and the
+    column-differenced weight contracts them per row cell (one small matmul per image and channel).
+    Rows: the row box sums of those maps, summed over row cells, are one GEMM with a 0/1 matrix.
+    Cells beyond the map's reach are dropped, so small maps cost little.
+    """
+    n, c, h, w = x.shape
+    rx = reach(kernel, 1, w)
+    r0, r1, row_bounds = _cells_in_reach(kernel, center, reach(kernel, 1, h))
+    c0, c1, col_bounds = _cells_in_reach(kernel, center, rx)
+    # sum_j w_j (P[b_j+1] - P[b_j]) = sum_j (w_j-1 - w_j) P[b_j]: read the prefix sums once per bound
+    shared = F.pad(weight[:, 0, r0:r1, c0:c1], (1, 1))
+    shared = shared[..., :-1] - shared[..., 1:]  # (C, row cells, column bounds)
+    prefix = F.pad(x, (rx + 1, rx)).cumsum(-1)
+    cols = torch.stack([prefix[..., rx + b:rx + b + w] for b in col_bounds], 2)  # (N, C, column bounds, H, W)
+    rows = (shared @ cols.flatten(3)).view(n, c, -1, w)  # (N, C, row cells * H, W)
+    out = _row_box_matrix(row_bounds, h).to(x) @ rows
+    return out if bias is None else out + bias.view(1, -1, 1, 1)
+
+
+# Measured on a 2-core x86 CPU, 1 thread, at PeLK's shapes (benchmarks/large_kernel.py). Inference: the
+# dense path (cropped kernel, oneDNN channels_last) keeps up until the kernel in reach has about 10 taps
+# per sharing cell (K=49-51 on maps of 28-56 px: box sums 1.5-2x faster; 6-8 taps per cell on maps of
+# 14-16 px: a tie or the dense path). Training: on maps of 14-32 px the box sums beat the FFT 1.3-3x; on
+# larger maps the FFT wins, on smaller ones the direct conv. On a 1 x 1 map the conv is a per-channel
+# scale, and PyTorch's 1x1 depthwise conv is slow (0.2-1.5 ms for 46-374 channels): box sums there too.
+BLOCK_SUM_MIN_TAPS_PER_CELL = 10
+BLOCK_SUM_TRAIN_SIZES = (14, 32)
+
+
+def use_block_sum(kernel: int, center: int, height: int, width: int, training: bool) -> bool:
+    """The algorithm rule for `PeripheralConv`: box sums over the sharing cells (`peripheral_conv2d`)
+    or the dense depthwise conv. Never inside `dense_convolutions()`."""
+    if not fast_paths_enabled():
+        return False
+    return _block_sum_pays(kernel, center, reach(kernel, 1, height), reach(kernel, 1, width),
+                           min(height, width), max(height, width), training)
+
+
+@functools.lru_cache(maxsize=256)
+def _block_sum_pays(kernel: int, center: int, ry: int, rx: int, short: int, long: int, training: bool) -> bool:
+    """`use_block_sum` for maps with these reaches and sides (cached: it runs on every forward)."""
+    if ry == rx == 0:
+        return True
+    (r0, r1, _), (c0, c1, _) = _cells_in_reach(kernel, center, ry), _cells_in_reach(kernel, center, rx)
+    taps_per_cell = (2 * ry + 1) * (2 * rx + 1) / ((r1 - r0) * (c1 - c0))
+    if training:
+        low, high = BLOCK_SUM_TRAIN_SIZES
+        return taps_per_cell >= 2 and low <= short and long <= high
+    return taps_per_cell >= BLOCK_SUM_MIN_TAPS_PER_CELL
+
+
+def _wide(x: torch.Tensor) -> bool:
+    """Box sums are differences of prefix sums: float32 or wider only, not under autocast."""
+    return x.dtype in (torch.float32, torch.float64) and not (
+        x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type))
+
+
 def pelk_conv_channels(dim: int, params: dict[str, Any]) -> int:
     return int(dim * params["conv_ratio"])
 
@@ -56,23 +155,45 @@ class PeripheralConv(nn.Module):
     def __init__(self, channels: int, kernel: int, center: int) -> None:
         super().__init__()
         self.kernel_size = kernel
+        self.center = center
         index = peripheral_index(kernel, center)
         small = 2 * len(peripheral_half_grid(kernel, center)) - 1
         self.weight = nn.Parameter(torch.empty(channels, 1, small, small))
         self.bias = nn.Parameter(torch.zeros(channels))
         self.register_buffer("index", index, persistent=False)
+        # for each tap of the K x K kernel, its position in the flattened shared kernel
+        self.register_buffer("flat_index", index.view(-1, 1) * small + index.view(1, -1), persistent=False)
         nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
 
     def dense_kernel(self) -> torch.Tensor:
         """The materialised K x K kernel, constant over each sharing cell."""
-        return self.weight[:, :, self.index][:, :, :, self.index]
+        return self._gather(self.weight, self.kernel_size // 2)
+
+    def _gather(self, weight: torch.Tensor, radius: int) -> torch.Tensor:
+        """The central (2 radius + 1)^2 taps of the dense kernel, as one index_select (about 6x faster than
+        indexing with `index` twice)."""
+        half, side = self.kernel_size // 2, 2 * radius + 1
+        flat = self.flat_index[half - radius:half + radius + 1, half - radius:half + radius + 1].flatten()
+        return weight.flatten(1).index_select(1, flat).view(weight.shape[0], 1, side, side)
+
+    def pos_embed_bias(self, weight: torch.Tensor, pos_embed: torch.Tensor) -> torch.Tensor:
+        """sum_ij w(i, j) h(i, j) over the whole K x K kernel (padded positions carry h too), with h summed
+        per sharing cell first, so that the dense kernel is never built for it (and no matmul shows up
+        in the FLOP count)."""
+        cells = pos_embed.new_zeros(pos_embed.shape[0], weight[0].numel())
+        cells = cells.index_add(1, self.flat_index.flatten(), pos_embed.flatten(1))
+        return (weight.flatten(1) * cells).sum(1)
 
     def forward(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
-        kernel = self.dense_kernel()
-        bias = self.bias
-        if pos_embed is not None:  # over the whole kernel: padded positions carry h too
-            bias = bias + (kernel[:, 0] * pos_embed).sum((1, 2))
-        return depthwise_conv2d(x, kernel, bias)
+        weight = self.weight  # read once: a sparsity parametrization recomputes it on every access
+        bias = self.bias if pos_embed is None else self.bias + self.pos_embed_bias(weight, pos_embed)
+        height, width = x.shape[-2:]
+        training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
+        if use_block_sum(self.kernel_size, self.center, height, width, training) and _wide(x):
+            return peripheral_conv2d(x, weight, bias, self.kernel_size, self.center)
+        # materialise only the taps that can touch the map (all of them inside dense_convolutions())
+        radius = max(reach(self.kernel_size, 1, height), reach(self.kernel_size, 1, width))
+        return depthwise_conv2d(x, self._gather(weight, radius), bias)
 
 
 def make_pos_embed(channels: int, kernel: int) -> nn.Parameter:
