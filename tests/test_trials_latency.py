@@ -26,3 +26,20 @@ def test_single_run_and_bad_runs():
     assert result.median_ms == result.p25_ms == result.p75_ms > 0
     with pytest.raises(ValueError, match="runs"):
         measure_latency(model, img_size=16, runs=0)
+
+
+def test_sparsity_masks_are_folded_in_the_timed_copy_only(monkeypatch):
+    """A deployed sparse model stores masked weights: timing must not redo weight * mask per forward,
+    and the caller's model keeps its masks (it may still be training)."""
+    from torch.nn.utils import parametrize
+
+    from nas.sparse import FixedMask, apply_sparsity
+
+    model = apply_sparsity(torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.Flatten()), 0.4)
+    calls = []
+    original = FixedMask.forward
+    monkeypatch.setattr(FixedMask, "forward", lambda self, w: calls.append(1) or original(self, w))
+    measure_latency(model, img_size=16, warmup=1, runs=3)
+    assert len(calls) == 1  # the fold itself; unfolded, every one of the 4 forwards would apply it
+    assert parametrize.is_parametrized(model[0], "weight")
+    assert (model[0].weight == 0).sum() == int(0.4 * model[0].weight.numel())
