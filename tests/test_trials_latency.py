@@ -28,7 +28,7 @@ def test_single_run_and_bad_runs():
         measure_latency(model, img_size=16, runs=0)
 
 
-def test_sparsity_masks_are_folded_in_the_timed_copy_only(monkeypatch):
+def test_sparsity_masks_are_applied_once_per_measurement(monkeypatch):
     """A deployed sparse model stores masked weights: timing must not redo weight * mask per forward,
     and the caller's model keeps its masks (it may still be training)."""
     from torch.nn.utils import parametrize
@@ -40,6 +40,6 @@ def test_sparsity_masks_are_folded_in_the_timed_copy_only(monkeypatch):
     original = FixedMask.forward
     monkeypatch.setattr(FixedMask, "forward", lambda self, w: calls.append(1) or original(self, w))
     measure_latency(model, img_size=16, warmup=1, runs=3)
-    assert len(calls) == 1  # the fold itself; unfolded, every one of the 4 forwards would apply it
+    assert len(calls) == 1  # cached once; uncached, each of the 4 forwards would apply it
     assert parametrize.is_parametrized(model[0], "weight")
     assert (model[0].weight == 0).sum() == int(0.4 * model[0].weight.numel())
