@@ -28,28 +28,36 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def _tree_rss_mb(root: int) -> float:
-    """Resident memory of process `root` and all its descendants (Linux /proc), in MB."""
-    parent, rss = {}, {}
+def _pss_bytes(pid: int) -> int:
+    """Proportional set size: shared pages (Ray's object store, libraries) split among their users, so
+    that summing over processes does not count them once per process as RSS would."""
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("Pss:"))
+    except (OSError, StopIteration):  # ended meanwhile, or not ours to read
+        return 0
+
+
+def _tree_memory_mb(root: int) -> float:
+    """Memory (PSS) of process `root` and all its descendants (Linux /proc), in MB."""
+    parent = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
         try:
             with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                parent[int(entry)] = int(f.read().rsplit(")", 1)[1].split()[1])
         except OSError:  # the process ended meanwhile
             continue
-        parent[int(entry)], rss[int(entry)] = int(fields[1]), int(fields[21]) * os.sysconf("SC_PAGE_SIZE")
-    tree, frontier = {root}, [root]
+    tree, frontier = {root}, {root}
     while frontier:
-        children = [pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree]
-        tree.update(children)
-        frontier = children
-    return sum(rss.get(pid, 0) for pid in tree) / 2**20
+        frontier = {pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree}
+        tree |= frontier
+    return sum(_pss_bytes(pid) for pid in tree) / 2**20
 
 
 class PeakMemory:
-    """Samples the resident memory of this process and its children (Ray's workers) in a thread:
+    """Samples the memory (PSS) of this process and its descendants (Ray's workers) in a thread:
     `with PeakMemory() as m: ...; m.peak_mb`."""
 
     def __init__(self, interval_s: float = 0.5) -> None:
@@ -59,7 +67,7 @@ class PeakMemory:
 
     def _sample(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _tree_rss_mb(os.getpid()))
+            self.peak_mb = max(self.peak_mb, _tree_memory_mb(os.getpid()))
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakMemory:

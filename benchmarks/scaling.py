@@ -4,8 +4,7 @@ The same fixed workload for every layout: N seeds (fitted to the budget, as the 
 trains them first), no early stopping, until all N are complete.
 Layouts: 1 worker x 1 CPU, 2 workers x 1 CPU (the default on 2 cores), 1 worker x 2 CPUs.
 Trials per hour count complete trials over the span from the first trial's start to the last one's
-end (Ray's start-up is reported apart); memory is the peak resident memory of the driver and all
-Ray processes.
+end (Ray's start-up is reported apart); memory is the peak PSS of the driver and all Ray processes.
 Run: python benchmarks/scaling.py [--seeds van_b0,smt_t,...]
 """
 from __future__ import annotations
