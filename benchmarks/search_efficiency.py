@@ -51,8 +51,10 @@ def main() -> None:
     budget = parse_flops(args.budget)
     base = SearchConfig(budget_flops=budget, out=args.out / "seeds", trials=13)
 
+    ran = False  # runs already in --out are reused; memory is that of the runs made now
     with PeakMemory() as memory:
         if not (base.out / "study.db").exists():
+            ran = True
             base.out.mkdir(parents=True, exist_ok=True)
             start = time.perf_counter()
             run_search(base)
@@ -62,6 +64,7 @@ def main() -> None:
             for repeat in range(args.repeats):
                 run_dir = args.out / f"{sampler}_{repeat}"
                 if not run_dir.exists():
+                    ran = True
                     run_dir.mkdir(parents=True)
                     shutil.copy(base.out / "study.db", run_dir / "study.db")
                     cfg = replace(base, out=run_dir, trials=args.trials, sampler=sampler, sampler_seed=repeat,
@@ -82,7 +85,7 @@ def main() -> None:
     print(f"{'sampler':<8} {'median':>8} {'min':>8} {'max':>8} {'> seeds':>8} {'sign p':>7}")
     summary = {}
     for s, v in volumes.items():
-        better = sum(x > seeds_hv for x in v)
+        better = int(sum(x > seeds_hv for x in v))
         p = binomtest(better, len(v), 0.5, alternative="greater").pvalue
         summary[s] = dict(hypervolumes=v, median=statistics.median(v), better_than_seeds=better, sign_p=p)
         print(f"{s:<8} {statistics.median(v):>8.4f} {min(v):>8.4f} {max(v):>8.4f} {better:>5}/{len(v):<2} {p:>7.3f}")
@@ -90,12 +93,16 @@ def main() -> None:
     test = None
     if len(names) == 2:
         u = mannwhitneyu(volumes[names[0]], volumes[names[1]], alternative="two-sided")
-        test = dict(pair=names, u=float(u.statistic), p=float(u.pvalue))
-        print(f"{names[0]} vs {names[1]}: Mann-Whitney U {u.statistic:.1f}, two-sided p = {u.pvalue:.3f}")
-    print(f"peak memory of the searches (driver + Ray processes): {memory.peak_mb:.0f} MB")
+        greater = mannwhitneyu(volumes[names[0]], volumes[names[1]], alternative="greater").pvalue
+        test = dict(pair=names, u=float(u.statistic), p=float(u.pvalue), p_greater=float(greater))
+        print(f"{names[0]} vs {names[1]}: Mann-Whitney U {u.statistic:.1f}, two-sided p = {u.pvalue:.3f}, "
+              f"one-sided ({names[0]} better) p = {greater:.3f}")
+    peak = memory.peak_mb if ran else None
+    if ran:
+        print(f"peak memory of the searches (driver + Ray processes): {peak:.0f} MB")
     write_result("search_efficiency", dict(trials=args.trials, repeats=args.repeats, seeds_hypervolume=seeds_hv,
                                            worst_latency_ms=worst, samplers=summary, test=test,
-                                           peak_memory_mb=memory.peak_mb))
+                                           peak_memory_mb=peak))
 
 
 if __name__ == "__main__":
