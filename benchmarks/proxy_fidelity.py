@@ -123,11 +123,11 @@ def proxy_and_scores(archs: list[dict], args: argparse.Namespace) -> dict[str, d
                       jacob_cov=jacobian_covariance(model, images))
         score_s = time.perf_counter() - start
         start = time.perf_counter()
-        top1 = train_and_evaluate(model, data, ProxyConfig(epochs=PROXY["epochs"], lr=PROXY["lr"])).final_top1
+        top1 = train_and_evaluate(model, data, ProxyConfig(epochs=args.proxy_epochs, lr=PROXY["lr"])).final_top1
         counted = nas.count(spec)
         rows[arch["name"]] = dict(proxy=top1, params=counted.params, flops=counted.flops, **scores,
                                   proxy_s=time.perf_counter() - start, scores_s=score_s,
-                                  proxy_compute=compute(small, PROXY["img_size"], PROXY["train"], PROXY["epochs"]))
+                                  proxy_compute=compute(small, PROXY["img_size"], PROXY["train"], args.proxy_epochs))
         print(f"proxy {arch['name']:<40} {top1:5.1f}%  {rows[arch['name']]['proxy_s']:.0f} s "
               f"(scores {score_s:.2f} s)", flush=True)
     return rows
@@ -200,7 +200,6 @@ def main() -> None:
     if args.reference_only:
         return
 
-    PROXY["epochs"] = args.proxy_epochs
     rows = proxy_and_scores(archs, args)
     for name, row in rows.items():
         runs = [r["top1"] for k, r in reference.items() if k.split("#")[0] == name]
@@ -235,7 +234,7 @@ def main() -> None:
     settings = sorted({json.dumps(r.get("settings")) for r in reference.values()})
     out.write_text(json.dumps(dict(machine=platform.machine(), threads=args.threads, date=time.strftime("%Y-%m-%d"),
                                    dataset=args.dataset, reference_settings=settings,
-                                   proxy_settings=PROXY, rows=rows, correlations=table,
+                                   proxy_settings={**PROXY, "epochs": args.proxy_epochs}, rows=rows, correlations=table,
                                    reference_self_spearman=noise, prescreen=screens), indent=2))
     print(f"wrote {out}")
 

@@ -23,7 +23,7 @@ from common import RESULTS, PeakMemory, write_result
 from scipy.stats import binomtest, mannwhitneyu
 
 from nas.budget import parse_flops
-from nas.report import hypervolume
+from nas.report import hypervolume, normalised_objectives
 from nas.results import trials_frame
 from nas.search import SearchConfig, open_study, run_search
 
@@ -34,9 +34,7 @@ def complete(run_dir: Path):
 
 
 def front_hypervolume(frame, budget: float, worst_latency: float) -> float:
-    points = np.stack([1 - frame.accuracy.to_numpy(float) / 100, frame.flops.to_numpy(float) / budget,
-                       frame.latency_ms.to_numpy(float) / worst_latency], axis=1)
-    return hypervolume(points, np.ones(3))
+    return hypervolume(normalised_objectives(frame, budget, worst_latency), np.ones(3))
 
 
 def main() -> None:

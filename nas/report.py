@@ -19,7 +19,8 @@ from search_spaces.spec import ArchSpec
 
 from .results import pareto_front, pareto_mask
 
-__all__ = ["hypervolume", "hypervolume_history", "describe_blocks", "write_report", "write_png"]
+__all__ = ["hypervolume", "hypervolume_history", "normalised_objectives", "describe_blocks", "write_report",
+           "write_png"]
 
 _logger = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
     return volume
 
 
-def _objectives(frame: pd.DataFrame, budget: float, max_latency: float) -> np.ndarray:
+def normalised_objectives(frame: pd.DataFrame, budget: float, max_latency: float) -> np.ndarray:
     """Normalised minimisation objectives: 1 - accuracy, FLOPs / budget, latency / worst latency."""
     return np.stack([1 - frame.accuracy.to_numpy(float) / 100, frame.flops.to_numpy(float) / budget,
                      frame.latency_ms.to_numpy(float) / max_latency], axis=1)
@@ -56,7 +57,7 @@ def hypervolume_history(frame: pd.DataFrame, budget: float) -> pd.DataFrame:
     done = frame[frame.state == "COMPLETE"].dropna(subset=["accuracy", "flops", "latency_ms"]).sort_values("number")
     if done.empty:
         return pd.DataFrame(columns=["number", "hypervolume"])
-    points = _objectives(done, budget, float(done.latency_ms.max()) * 1.1)
+    points = normalised_objectives(done, budget, float(done.latency_ms.max()) * 1.1)
     reference = np.array([1.0, 1.0, 1.0])
     return pd.DataFrame({"number": done.number.to_numpy(),
                          "hypervolume": [hypervolume(points[: i + 1], reference) for i in range(len(done))]})
