@@ -2,13 +2,25 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from typing import Any
 
-from search_spaces.scaling import scale_spec
+from search_spaces.scaling import halved_mlp_ratios, mlp_ratio, scale_spec, without_pre_logits, without_width_mult
+from search_spaces.space import (
+    PATTERNS,
+    STEMS,
+    SmallestChoiceTrial,
+    SpaceLimits,
+    sample_spec,
+    space_limits,
+    spec_to_params,
+)
 from search_spaces.spec import ArchSpec
 
 from .count import count
 
-__all__ = ["BudgetError", "parse_flops", "parse_latency", "fit_to_budget", "FLOPS_HELP"]
+__all__ = ["BudgetError", "SeedDoesNotFit", "parse_flops", "parse_latency", "fit_to_budget", "space_floor",
+           "budget_limits", "FLOPS_HELP"]
 
 FLOPS_HELP = ("FLOPs are multiply-accumulates of the full-size model at 224x224 with 1000 classes (convs, linear "
               "layers and attention matmuls), as in the seed papers' tables")
@@ -18,7 +30,11 @@ _SECONDS = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*(ms|s)?\s*$", re.IGNORECASE)
 
 
 class BudgetError(ValueError):
-    """A budget string that cannot be read; the message shows accepted forms."""
+    """A budget that cannot be used: unreadable, or below what the search space can build."""
+
+
+class SeedDoesNotFit(BudgetError):
+    """A seed whose smallest version is still over the budget (the search leaves it out)."""
 
 
 def parse_flops(text: str) -> float:
@@ -40,30 +56,114 @@ def parse_latency(text: str) -> float:
     return value
 
 
+def _shrinking(spec: ArchSpec, min_width: float, step: float = 0.05) -> Iterator[tuple[ArchSpec, float]]:
+    """Ever smaller versions of `spec`, in the order that keeps most of it.
+
+    Width to `min_width`; then depth, deepest stage first, to one block per stage; then narrower, down
+    to the space's narrowest (32 channels a stage); then the lighter parts the space also holds: no
+    pre-logits layer, SLaK's x1.3 widths at x1.0, and MLP / expansion ratios halved down to 2.
+    Yields each version with its width factor.
+    """
+    factor = 1.0
+    while factor > min_width + 1e-9:
+        factor = round(factor - step, 2)
+        yield scale_spec(spec, width=factor), factor
+    depths = [s.depth for s in spec.stages]
+    while max(depths) > 1:
+        deepest = max(range(4), key=lambda i: (depths[i], i))
+        depths[deepest] -= 1
+        yield scale_spec(spec, width=factor, depths=tuple(depths)), factor
+    narrowest = scale_spec(spec, width=factor, depths=tuple(depths))
+    while factor > step + 1e-9:
+        factor = round(factor - step, 2)
+        narrower = scale_spec(spec, width=factor, depths=tuple(depths))
+        if narrower != narrowest:
+            narrowest = narrower
+            yield narrowest, factor
+    lighter = narrowest
+    for lighten in (without_pre_logits, without_width_mult, halved_mlp_ratios, halved_mlp_ratios):
+        if (candidate := lighten(lighter)) != lighter:
+            lighter = candidate
+            yield lighter, factor
+
+
+def _changes(original: ArchSpec, fitted: ArchSpec, factor: float) -> str:
+    """What scaling changed, for the log: widths, depths and the lighter parts."""
+    said = [f"widths x{factor:g} ({original.widths()} -> {fitted.widths()})"] if factor < 1 else []
+    depths = ([s.depth for s in original.stages], [s.depth for s in fitted.stages])
+    if depths[0] != depths[1]:
+        said.append(f"depths {depths[0]} -> {depths[1]}")
+    if original.head.hidden is not None and fitted.head.hidden is None:
+        said.append("no pre-logits layer")
+    ratios = [[mlp_ratio(b) for b in s.blocks] for s in (original.stages, fitted.stages)[1]]
+    if ratios != [[mlp_ratio(b) for b in s.blocks] for s in original.stages]:
+        said.append(f"MLP ratios {[r[0] for r in ratios]}")
+    return ", ".join(said)
+
+
 def fit_to_budget(spec: ArchSpec, budget: float, img_size: int = 224, min_width: float = 0.5,
                   ) -> tuple[ArchSpec, str]:
-    """Scale `spec` down until its FLOPs fit: width first (to `min_width`), then depth, deepest stage first.
+    """Scale `spec` down until its FLOPs fit (see `_shrinking` for the order of the steps).
 
-    Returns the spec and a sentence saying what changed ('' when it already fits).
-    Raises BudgetError if even one block per stage at the smallest width is over the budget.
+    Returns the spec and a sentence saying what changed ('' when it already fits). Raises
+    SeedDoesNotFit if even the smallest version is over the budget: its block types cost more than that.
     """
     flops = count(spec, img_size).flops
     if flops <= budget:
         return spec, ""
-    factor, fitted = 1.0, spec
-    while count(fitted, img_size).flops > budget and factor > min_width + 1e-9:
-        factor = round(factor - 0.05, 2)
-        fitted = scale_spec(spec, width=factor)
-    depths = [s.depth for s in fitted.stages]
-    while count(fitted, img_size).flops > budget and max(depths) > 1:
-        deepest = max(range(4), key=lambda i: (depths[i], i))
-        depths[deepest] -= 1
-        fitted = scale_spec(spec, width=factor, depths=tuple(depths))
-    final = count(fitted, img_size).flops
-    if final > budget:
-        raise BudgetError(f"{spec.name or 'spec'} cannot fit {budget / 1e9:.3g} GFLOPs even at width x{factor} "
-                          f"and one block per stage ({final / 1e9:.3g} G); raise --budget")
-    change = f"widths x{factor:g} ({[s.width for s in fitted.stages]})" if factor < 1 else "full width"
-    if depths != [s.depth for s in spec.stages]:
-        change += f", depths {[s.depth for s in spec.stages]} -> {depths}"
-    return fitted.replace(name=spec.name), (f"{spec.name}: {flops / 1e9:.2f} -> {final / 1e9:.2f} GFLOPs ({change})")
+    smallest = spec
+    for smallest, factor in _shrinking(spec, min_width):
+        if (fitted := count(smallest, img_size).flops) <= budget:
+            note = f"{spec.name}: {flops / 1e9:.3g} -> {fitted / 1e9:.3g} GFLOPs ({_changes(spec, smallest, factor)})"
+            return smallest.replace(name=spec.name), note
+    raise SeedDoesNotFit(f"{spec.name or 'spec'} needs {count(smallest, img_size).flops / 1e9:.3g} GFLOPs even at "
+                         f"32 channels a stage, one block per stage and the lightest MLPs; over the "
+                         f"{budget / 1e9:.3g} G budget")
+
+
+def _smallest_costs(img_size: int) -> dict[str, dict[Any, float]]:
+    """For `stem` and each `s{i}_pattern`, the FLOPs of the smallest architecture taking each choice.
+
+    Every other choice is at its smallest (`SmallestChoiceTrial`) and the other stages take their
+    cheapest pattern for that stem (a stage's cost depends only on that stage, so the cheapest
+    patterns are found one stage at a time).
+    """
+    def flops(fixed: dict[str, Any]) -> float:
+        return count(sample_spec(SmallestChoiceTrial(fixed)), img_size).flops
+
+    costs: dict[str, dict[Any, float]] = {"stem": {}, **{f"s{i}_pattern": {} for i in range(1, 5)}}
+    for stem in STEMS:
+        cheapest: dict[str, Any] = {"stem": stem, **{f"s{i}_pattern": "ghost" for i in range(1, 5)}}
+        for i in range(1, 5):
+            by_pattern = {p: flops({**cheapest, f"s{i}_pattern": p}) for p in PATTERNS}
+            cheapest[f"s{i}_pattern"] = min(by_pattern, key=by_pattern.get)
+        costs["stem"][stem] = flops(cheapest)
+        for i in range(1, 5):
+            for pattern in PATTERNS:
+                known = costs[f"s{i}_pattern"].get(pattern, float("inf"))
+                costs[f"s{i}_pattern"][pattern] = min(known, flops({**cheapest, f"s{i}_pattern": pattern}))
+    return costs
+
+
+def space_floor(img_size: int = 224) -> float:
+    """The FLOPs of the smallest architecture of the search space (budgets below it cannot be searched)."""
+    return min(_smallest_costs(img_size)["stem"].values())
+
+
+def budget_limits(budget_flops: float, keep: tuple[ArchSpec, ...] = (), img_size: int = 224) -> SpaceLimits:
+    """The search space narrowed to a budget: `space_limits`' ranges, and without the stems and stage
+    patterns whose smallest architecture is already over the budget (e.g. global attention on the
+    56 x 56 map of stage 1 below 0.6 GFLOPs). The ranges are widened so that every spec of `keep`
+    (the seeds fitted to the budget) stays a point of the space."""
+    limits = space_limits(budget_flops)
+    kept = [spec_to_params(spec) for spec in keep]
+    excluded = tuple((name, tuple(c for c, flops in by_choice.items()
+                                  if flops > budget_flops and all(p.get(name) != c for p in kept)))
+                     for name, by_choice in _smallest_costs(img_size).items())
+
+    def covering(ranges: tuple[tuple[int, int], ...], key: str) -> tuple[tuple[int, int], ...]:
+        values = [[p[f"s{i}_{key}"] for p in kept] for i in range(1, 5)]
+        return tuple((min([lo, *v]), max([hi, *v])) for (lo, hi), v in zip(ranges, values))
+
+    return SpaceLimits(depth=covering(limits.depth, "depth"), width=covering(limits.width, "width"),
+                       excluded=tuple((n, c) for n, c in excluded if c))

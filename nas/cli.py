@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import os
 import sys
 import time
@@ -10,8 +11,9 @@ from dataclasses import replace
 from pathlib import Path
 
 from search_spaces import SEEDS
+from trials.data import DATASET_NAMES, FASHION_MNIST_DIR, DatasetError, check_dataset
 
-from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency
+from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency, space_floor
 from .search import SearchConfig
 
 __all__ = ["search_main", "UsageError"]
@@ -44,14 +46,19 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-budget", help="optional latency budget of the full model, e.g. 50ms")
     p.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda"),
                    help="where latency is measured (batch 1, 224x224, median of repeated runs)")
+    p.add_argument("--latency-threads", type=_positive_int, default=1,
+                   help="CPU threads for latency, the same for every trial of the run whatever --workers is "
+                        "(default 1; kept by --resume)")
     p.add_argument("--trials", type=_positive_int, help="candidates to complete (default 24)")
     p.add_argument("--workers", type=_positive_int, help="concurrent trials (default 2)")
     p.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random"),
                    help="Optuna sampler (default tpe: multivariate, multi-objective)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler, data and training")
-    p.add_argument("--dataset", default="synthetic", choices=("synthetic", "imagefolder", "cifar10"),
-                   help="proxy dataset (default: the embedded synthetic one)")
-    p.add_argument("--data-dir", help="folder of an imagefolder or CIFAR-10 (python batches) dataset")
+    p.add_argument("--dataset", default="synthetic", choices=DATASET_NAMES,
+                   help="proxy dataset (default: the embedded synthetic one); fashion-mnist reads Debian's "
+                        "dataset-fashion-mnist package (apt-get install dataset-fashion-mnist)")
+    p.add_argument("--data-dir", help="folder of an imagefolder, CIFAR-10 (python batches) or Fashion-MNIST "
+                   f"(four IDX files; default {FASHION_MNIST_DIR}) dataset")
     p.add_argument("--out", type=Path, help="run directory (default runs/<date>-<time>)")
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
     p.add_argument("--ray-address", help="HOST:PORT or 'auto': run on an existing Ray cluster")
@@ -107,11 +114,16 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         latency = parse_latency(args.latency_budget) if args.latency_budget else None
     except BudgetError as err:
         raise UsageError(str(err)) from None
-    if args.dataset != "synthetic":
-        if not args.data_dir:
-            raise UsageError(f"--dataset {args.dataset} needs --data-dir PATH (the dataset is never downloaded)")
-        if not Path(args.data_dir).is_dir():
-            raise UsageError(f"--data-dir {args.data_dir} does not exist; point it at the dataset's folder")
+    floor = space_floor()
+    if budget < floor:
+        raise UsageError(f"--budget {args.budget}: the smallest architecture of the search space needs "
+                         f"{floor / 1e6:.1f} MFLOPs; use --budget {math.ceil(floor / 1e6)}mflops or more")
+    if args.dataset in ("imagefolder", "cifar10") and not args.data_dir:
+        raise UsageError(f"--dataset {args.dataset} needs --data-dir PATH (the dataset is never downloaded)")
+    try:
+        check_dataset(args.dataset, args.data_dir)
+    except DatasetError as err:
+        raise UsageError(str(err)) from None
     if args.seeds in ("all", ""):
         seeds = tuple(SEEDS)
     elif args.seeds == "none":
@@ -131,12 +143,11 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
     _writable_run_dir(out, resume=False)
     return SearchConfig(
         budget_flops=budget, out=out, trials=args.trials or 24, workers=args.workers or 2, sampler=args.sampler,
-        seed=args.seed,
-        latency_budget_ms=latency, latency_device=args.latency_device, dataset=args.dataset, data_dir=args.data_dir,
+        seed=args.seed, latency_budget_ms=latency, latency_device=args.latency_device,
+        latency_threads=args.latency_threads, dataset=args.dataset, data_dir=args.data_dir,
         proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr,
-        proxy_train=args.proxy_train,
-        proxy_val=args.proxy_val, proxy_width=args.proxy_width, proxy_depth=args.proxy_depth,
-        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds)
+        proxy_train=args.proxy_train, proxy_val=args.proxy_val, proxy_width=args.proxy_width,
+        proxy_depth=args.proxy_depth, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds)
 
 
 def setup_logging(run_dir: Path) -> None:
@@ -154,8 +165,6 @@ def setup_logging(run_dir: Path) -> None:
 
 
 def search_main(argv: list[str] | None = None) -> int:
-    from trials.data import DatasetError
-
     from .search import run_search
 
     try:

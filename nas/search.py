@@ -26,10 +26,10 @@ from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
 from search_spaces.spec import ArchSpec
 
-from .budget import fit_to_budget
+from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
 from .count import count
 
-__all__ = ["SearchConfig", "BudgetedOptunaSearch", "run_search", "open_study",
+__all__ = ["SearchConfig", "BudgetedOptunaSearch", "run_search", "open_study", "fit_seeds", "FittedSeed",
            "STUDY_NAME", "OBJECTIVES"]
 
 _logger = logging.getLogger(__name__)
@@ -52,6 +52,7 @@ class SearchConfig:
     sampler_seed: int | None = None  # None: `seed`; set apart to vary the sampler alone (benchmarks)
     latency_budget_ms: float | None = None
     latency_device: str = "cpu"
+    latency_threads: int = 1  # the same for every trial of a study, whatever --workers says
     dataset: str = "synthetic"
     data_dir: str | None = None
     proxy_img_size: int = 32
@@ -129,7 +130,8 @@ class BudgetedOptunaSearch(OptunaSearch):
             self._ot_study.tell(ot_trial, [0.0, float(counted.flops), _REJECTED_LATENCY_MS])
             del self._ot_trials[trial_id]
         raise RuntimeError(f"{self.max_rejections} candidates in a row were over the FLOP budget "
-                           f"({self.budget_flops / 1e9:.3g} G): raise --budget")
+                           f"({self.budget_flops / 1e9:.3g} G); a budget this close to the smallest architecture "
+                           "leaves almost nothing to search: raise --budget")
 
     def close_unstarted(self) -> None:
         """Candidates asked for but never started when the search stopped: closed, not left RUNNING."""
@@ -148,13 +150,16 @@ class BudgetedOptunaSearch(OptunaSearch):
             if key in result:
                 ot_trial.set_user_attr(key, result[key])
         latency = result.get("latency_ms")
-        over = (latency - self.latency_budget_ms) if latency is not None and self.latency_budget_ms else 0.0
-        ot_trial.set_constraint("flops_over_budget", float(result.get("flops", 0) - self.budget_flops))
-        ot_trial.set_constraint("latency_over_budget", float(over))
-        if error or "error" in result or result.get("accuracy") is None or latency is None:
+        if error or "error" in result or result.get("accuracy") is None or latency is None or math.isnan(latency):
+            # no constraints for a failed trial: Optuna rejects NaN, and a crash has no latency to compare
             ot_trial.set_user_attr("error", result.get("error", "the trial's process died (crash or out of memory)"))
             self._ot_study.tell(ot_trial, state=TrialState.FAIL)
-        elif result.get("infeasible"):
+            self._completed_trials.add(trial_id)
+            return
+        over = (latency - self.latency_budget_ms) if self.latency_budget_ms else 0.0
+        ot_trial.set_constraint("flops_over_budget", float(result.get("flops", 0) - self.budget_flops))
+        ot_trial.set_constraint("latency_over_budget", float(over))
+        if result.get("infeasible"):
             ot_trial.set_user_attr("rejected", "over the latency budget")
             self._ot_study.tell(ot_trial, [0.0, float(result["flops"]), float(latency)])
         elif result.get("epoch", 0) < self.full_epochs:
@@ -218,15 +223,48 @@ def reconcile(study: optuna.Study) -> int:
     return len(stale)
 
 
-def enqueue_seeds(study: optuna.Study, cfg: SearchConfig) -> list[str]:
-    """Queue every seed (scaled to fit the budget); returns what was scaled and how."""
-    notes = []
-    for name in cfg.seeds:
-        spec, note = fit_to_budget(SEEDS[name], cfg.budget_flops)
-        if note:
-            notes.append(note)
-        study.enqueue_trial(spec_to_params(spec), user_attrs={"seed": name, "scaled": note})
-    return notes
+@dataclass
+class FittedSeed:
+    """One seed trial: the seeds that scale to one spec under the budget, and what scaling changed."""
+
+    names: tuple[str, ...]
+    spec: ArchSpec
+    notes: tuple[str, ...]
+
+    @property
+    def name(self) -> str:
+        return "+".join(self.names)
+
+
+def fit_seeds(names: tuple[str, ...], budget_flops: float) -> tuple[list[FittedSeed], list[str]]:
+    """Scale the seeds into the budget and merge those that become the same spec into one trial.
+
+    Returns the seed trials and, for each seed left out (its smallest version is over the budget),
+    a sentence saying why.
+    """
+    by_spec: dict[str, FittedSeed] = {}
+    left_out = []
+    for name in names:
+        try:
+            spec, note = fit_to_budget(SEEDS[name], budget_flops)
+        except SeedDoesNotFit as err:
+            left_out.append(str(err))
+            continue
+        key = spec.replace(name="").to_json()
+        if key in by_spec:
+            merged = by_spec[key]
+            by_spec[key] = FittedSeed(merged.names + (name,), merged.spec, merged.notes + ((note,) if note else ()))
+        else:
+            by_spec[key] = FittedSeed((name,), spec, (note,) if note else ())
+    return list(by_spec.values()), left_out
+
+
+def enqueue_seeds(study: optuna.Study, seeds: list[FittedSeed]) -> None:
+    """Queue the seed trials first: the published architectures are the search's references."""
+    for seed in seeds:
+        study.enqueue_trial(spec_to_params(seed.spec), user_attrs={"seed": seed.name, "scaled": "; ".join(seed.notes)})
+
+
 def _trainable(config: dict[str, Any], data: Any = None, settings: Any = None) -> None:
     """A Ray Tune function trainable: one candidate, errors reported rather than raised so that the
     study records them."""
@@ -294,6 +332,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     from .results import write_results
 
     run_dir = cfg.out
+    seeds, left_out = fit_seeds(cfg.seeds, cfg.budget_flops)
     data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
                         max_train=cfg.proxy_train, max_val=cfg.proxy_val)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -304,8 +343,14 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
             _logger.info("resume: %d trial(s) interrupted by the kill were marked failed and re-queued", stale)
     else:
         cfg.save(run_dir / "config.json")
-        for note in enqueue_seeds(study, cfg):
-            _logger.info("seed scaled to fit the budget: %s", note)
+        for why in left_out:
+            _logger.info("seed left out: %s", why)
+        for seed in seeds:
+            if len(seed.names) > 1:
+                _logger.info("seeds %s scale to the same spec under the budget: one trial", ", ".join(seed.names))
+            for note in seed.notes:
+                _logger.info("seed scaled to fit the budget: %s", note)
+        enqueue_seeds(study, seeds)
     remaining = cfg.trials - len(completed_trials(study))
     _logger.info("run directory %s: %d more trial(s) to complete (of %d)", run_dir, max(0, remaining), cfg.trials)
     if remaining <= 0:
@@ -322,10 +367,11 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     cpus = cfg.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
     settings = TrialSettings(
         proxy=ProxyConfig(epochs=cfg.proxy_epochs, lr=cfg.proxy_lr, seed=cfg.seed), threads=cpus,
-        scale=ProxyScale(width=cfg.proxy_width, max_depth=cfg.proxy_depth),
-        latency_device=cfg.latency_device, latency_budget_ms=cfg.latency_budget_ms)
+        scale=ProxyScale(width=cfg.proxy_width, max_depth=cfg.proxy_depth), latency_device=cfg.latency_device,
+        latency_threads=cfg.latency_threads, latency_budget_ms=cfg.latency_budget_ms)
+    space = SearchSpace(budget_limits(cfg.budget_flops, keep=tuple(seed.spec for seed in seeds)))
     searcher = BudgetedOptunaSearch(
-        space=SearchSpace(), metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
+        space=space, metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
         sampler=make_sampler(cfg.sampler, (cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed)
                              + len(study.trials)), storage=study._storage,
         study_name=STUDY_NAME, budget_flops=cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms,

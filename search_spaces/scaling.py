@@ -1,12 +1,13 @@
-"""Smaller versions of a spec: narrower and shallower, still valid (heads re-fitted to the widths)."""
+"""Smaller versions of a spec, still valid points of the space: narrower and shallower (heads re-fitted to
+the widths), or lighter (smaller MLPs, no pre-logits layer, no SLaK width multiplier)."""
 from __future__ import annotations
 
 from dataclasses import replace
 
 from .space import fit_heads
-from .spec import ArchSpec, BlockSpec, StageSpec
+from .spec import BLOCK_DEFAULTS, ArchSpec, BlockSpec, StageSpec
 
-__all__ = ["scale_spec"]
+__all__ = ["scale_spec", "mlp_ratio", "halved_mlp_ratios", "without_pre_logits", "without_width_mult"]
 
 
 def _round(width: int, factor: float, multiple: int) -> int:
@@ -43,3 +44,34 @@ def scale_spec(spec: ArchSpec, width: float = 1.0, depths: tuple[int, ...] | Non
     if head.hidden is not None:
         head = replace(head, hidden=int(stages[-1].width * spec.width_mult))
     return spec.replace(stem=stem, stages=tuple(stages), head=head).validate()
+
+
+def mlp_ratio(block: BlockSpec) -> float:
+    """The block's MLP or expansion ratio (MBConv's expand_ratio; SAM's expand_ratio is not it)."""
+    key = "expand_ratio" if block.type == "mbconv" else "mlp_ratio"
+    return float(block.params.get(key, BLOCK_DEFAULTS[block.type][key]))
+
+
+def halved_mlp_ratios(spec: ArchSpec, floor: float = 2.0) -> ArchSpec:
+    """Every block's MLP / expansion ratio halved, but not below `floor` (the space's smallest)."""
+    def halve(block: BlockSpec) -> BlockSpec:
+        key = "expand_ratio" if block.type == "mbconv" else "mlp_ratio"
+        return BlockSpec(block.type, {**block.params, key: max(floor, mlp_ratio(block) / 2)})
+
+    stages = tuple(replace(s, blocks=tuple(halve(b) for b in s.blocks)) for s in spec.stages)
+    return spec.replace(stages=stages).validate()
+
+
+def without_pre_logits(spec: ArchSpec) -> ArchSpec:
+    """The spec without its Linear + tanh pre-logits layer."""
+    return spec.replace(head=replace(spec.head, hidden=None)).validate()
+
+
+def without_width_mult(spec: ArchSpec) -> ArchSpec:
+    """SLaK's x1.3 width multiplier dropped (x1.0), head counts re-fitted to the narrower widths."""
+    if spec.width_mult == 1.0:
+        return spec
+    stages = tuple(replace(s, blocks=tuple(_refit(b, int(s.width * spec.width_mult), s.width) for b in s.blocks))
+                   for s in spec.stages)
+    head = spec.head if spec.head.hidden is None else replace(spec.head, hidden=spec.stages[-1].width)
+    return spec.replace(stages=stages, head=head, width_mult=1.0).validate()

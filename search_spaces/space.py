@@ -12,11 +12,14 @@ layer, SLaK's width multiplier and sparsity.
 """
 from __future__ import annotations
 
+import warnings
+from dataclasses import dataclass
 from typing import Any
 
 from .spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
 
-__all__ = ["PATTERNS", "SPACE_LIMITS", "sample_spec", "spec_to_params", "SearchSpace", "fit_heads"]
+__all__ = ["PATTERNS", "SPACE_LIMITS", "SpaceLimits", "space_limits", "sample_spec", "spec_to_params", "SearchSpace",
+           "fit_heads", "SmallestChoiceTrial"]
 
 # Block patterns a stage can take: single types and alternations with MSA (mixed stages).
 PATTERNS: dict[str, tuple[str, ...]] = {
@@ -33,6 +36,10 @@ SPACE_LIMITS = {
     "depth": ((1, 6), (1, 8), (1, 30), (1, 4)),
     "width": ((32, 256), (32, 512), (64, 1024), (64, 1536)),
 }
+# The budget for which SPACE_LIMITS are drawn whole: at 20 GFLOPs about 15% of uniform draws are over
+# budget. Below it the upper limits shrink (see `space_limits`), so small budgets still get most draws
+# under budget instead of rejecting nearly all of them (at 1 GFLOPs 95% of full-range draws are over).
+FULL_RANGE_BUDGET = 20e9
 STEMS = {  # type -> (kernels, norm)
     "overlap": ((3, 5, 7), "bn"), "patch": ((4,), "ln"), "conv2": ((3, 7), "ln"), "deep": ((3,), "bn"),
 }
@@ -90,6 +97,40 @@ def fit_heads(width: int, heads: int) -> int:
     return next(h for h in range(max(1, min(heads, width)), 0, -1) if width % h == 0)
 
 
+@dataclass(frozen=True)
+class SpaceLimits:
+    """How far the space reaches: per-stage (min, max) depth and width, and choices left out by name.
+
+    `excluded` maps a parameter name (`stem`, `s{i}_pattern`) to choices that cannot fit a budget even
+    at their smallest, so a small-budget search does not keep drawing them.
+    """
+
+    depth: tuple[tuple[int, int], ...] = SPACE_LIMITS["depth"]
+    width: tuple[tuple[int, int], ...] = SPACE_LIMITS["width"]
+    excluded: tuple[tuple[str, tuple[str, ...]], ...] = ()
+
+    def choices(self, name: str, choices: tuple[str, ...]) -> tuple[str, ...]:
+        left_out = dict(self.excluded).get(name, ())
+        return tuple(c for c in choices if c not in left_out)
+
+
+def space_limits(budget_flops: float | None = None) -> SpaceLimits:
+    """Depth and width ranges for a FLOP budget (the whole SPACE_LIMITS for None or >= 20 G).
+
+    Each maximum is scaled by (budget / 20 G)^(1/2); minima never change, so the smallest architectures
+    stay reachable at every budget. Measured with random draws (`benchmarks/rejection_rate.py`): the
+    square root keeps the share over budget lower than a cube root at every budget (e.g. 0.41 against
+    0.83 at 0.3 G), with accepted draws still spread up to the budget.
+    """
+    if budget_flops is None or budget_flops >= FULL_RANGE_BUDGET:
+        return SpaceLimits()
+    shrink = (budget_flops / FULL_RANGE_BUDGET) ** 0.5
+    return SpaceLimits(
+        depth=tuple((lo, max(lo, round(hi * shrink))) for lo, hi in SPACE_LIMITS["depth"]),
+        width=tuple((lo, max(lo, _round32(hi * shrink))) for lo, hi in SPACE_LIMITS["width"]),
+    )
+
+
 def _block(trial: Any, i: int, kind: str, width: int, mlp_ratio: float) -> BlockSpec:
     p = f"s{i}_{kind}"
     if kind == "convnext":
@@ -125,9 +166,14 @@ def _block(trial: Any, i: int, kind: str, width: int, mlp_ratio: float) -> Block
                             "v_conv": style == "smt", "mlp": "conv" if style == "smt" else "plain"})
 
 
-def sample_spec(trial: Any) -> ArchSpec:
-    """Sample one architecture from an Optuna trial (or `optuna.trial.FixedTrial`)."""
-    stem_type = trial.suggest_categorical("stem", tuple(STEMS))
+def sample_spec(trial: Any, limits: SpaceLimits | None = None) -> ArchSpec:
+    """Sample one architecture from an Optuna trial (or `optuna.trial.FixedTrial`).
+
+    `limits` narrows the space, e.g. to a budget (`nas.budget.budget_limits`); parameter names are
+    the same whatever the limits.
+    """
+    limits = limits or SpaceLimits()
+    stem_type = trial.suggest_categorical("stem", limits.choices("stem", tuple(STEMS)))
     kernels, stem_norm = STEMS[stem_type]
     stem_kernel = trial.suggest_categorical(f"stem_{stem_type}_kernel", kernels) if len(kernels) > 1 else kernels[0]
     stem_width = trial.suggest_int("stem_width", 32, 128, step=32) if stem_type == "deep" else None
@@ -135,9 +181,9 @@ def sample_spec(trial: Any) -> ArchSpec:
     norm_at = trial.suggest_categorical("norm_at", ("stage", "head"))
     stages = []
     for i in range(1, 5):
-        pattern = PATTERNS[trial.suggest_categorical(f"s{i}_pattern", tuple(PATTERNS))]
-        depth = trial.suggest_int(f"s{i}_depth", *SPACE_LIMITS["depth"][i - 1], log=True)
-        width = _round32(trial.suggest_int(f"s{i}_width", *SPACE_LIMITS["width"][i - 1], log=True))
+        pattern = PATTERNS[trial.suggest_categorical(f"s{i}_pattern", limits.choices(f"s{i}_pattern", tuple(PATTERNS)))]
+        depth = trial.suggest_int(f"s{i}_depth", *limits.depth[i - 1], log=True)
+        width = _round32(trial.suggest_int(f"s{i}_width", *limits.width[i - 1], log=True))
         mlp_ratio = trial.suggest_categorical(f"s{i}_mlp_ratio", MLP_RATIOS)
         effective = int(width * width_mult)
         blocks = tuple(_block(trial, i, kind, effective, mlp_ratio) for kind in dict.fromkeys(pattern))
@@ -163,10 +209,41 @@ class SearchSpace:
     """A picklable define-by-run space for Ray Tune's OptunaSearch (closures break its checkpoints).
 
     Returns the sampled spec's JSON as a constant of the config, so trials receive the whole spec.
+    `limits` narrows the space to the run's budget (`nas.budget.budget_limits`).
     """
 
+    def __init__(self, limits: SpaceLimits | None = None) -> None:
+        self.limits = limits
+
     def __call__(self, trial: Any) -> dict[str, Any]:
-        return {"spec": sample_spec(trial).to_json()}
+        with warnings.catch_warnings():  # a seed scaled to the budget may sit just outside the narrowed range
+            warnings.filterwarnings("ignore", message="Fixed parameter .* is out of range", category=UserWarning)
+            return {"spec": sample_spec(trial, self.limits).to_json()}
+
+
+class SmallestChoiceTrial:
+    """A stand-in for an Optuna trial that takes the smallest value of every choice.
+
+    `fixed` overrides choices by parameter name (e.g. a stage's pattern); choices that are not numbers
+    take their first value, except downsampling, which takes the cheaper 2x2 patch. `sample_spec` on it
+    gives the narrowest, shallowest, lightest point of the space for a stem and set of patterns: what
+    the FLOP floor of the space is computed from.
+    """
+
+    def __init__(self, fixed: dict[str, Any] | None = None) -> None:
+        self.fixed = dict(fixed or {})
+
+    def suggest_categorical(self, name: str, choices: tuple[Any, ...]) -> Any:
+        if name in self.fixed:
+            return self.fixed[name]
+        if name.endswith("_downsample"):
+            return "patch"
+        if all(isinstance(c, (int, float)) for c in choices):
+            return min(choices)
+        return choices[0]
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        return self.fixed.get(name, low)
 
 
 def spec_to_params(spec: ArchSpec) -> dict[str, Any]:

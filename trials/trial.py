@@ -45,7 +45,8 @@ class TrialSettings:
     latency_warmup: int = 3
     latency_runs: int = 10
     latency_budget_ms: float | None = None
-    threads: int = 1
+    latency_threads: int = 1  # fixed for a whole study, so that its latencies compare
+    threads: int = 1  # for training
 
 
 def proxy_spec(spec: ArchSpec, scale: ProxyScale) -> ArchSpec:
@@ -71,7 +72,8 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
 
     full = nas.build_model(spec, num_classes=1000, img_size=settings.img_size)
     latency = measure_latency(full, img_size=settings.img_size, device=settings.latency_device,
-                              threads=settings.threads, warmup=settings.latency_warmup, runs=settings.latency_runs)
+                              threads=settings.latency_threads, warmup=settings.latency_warmup,
+                              runs=settings.latency_runs)
     del full
     metrics["latency_ms"] = latency.median_ms
     if settings.latency_budget_ms is not None and latency.median_ms > settings.latency_budget_ms:
