@@ -16,7 +16,7 @@ import pytest
 
 import nas
 from nas.results import TRIAL_COLUMNS
-from search_spaces import ArchSpec
+from search_spaces import SEEDS, ArchSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--budget", "1gflops", "--workers", "2", "--proxy-epochs", "2", "--proxy-train", "200",
@@ -39,6 +39,8 @@ def load(run: Path) -> optuna.Study:
     (["--budget", "5G", "--dataset", "cifar10"], "needs --data-dir"),
     (["--budget", "5G", "--out", "/proc/hybrid-nas-run"], "cannot write"),
     (["--budget", "5G", "--latency-budget", "soon"], "invalid latency budget"),
+    (["--budget", "10mflops"], "the smallest architecture of the search space needs 20.3 MFLOPs"),
+    (["--budget", "1G", "--dataset", "fashion-mnist", "--data-dir", "/no/such/dir"], "dataset-fashion-mnist"),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     result = search(*args, timeout=60)
@@ -92,11 +94,29 @@ def test_small_search_writes_the_run_directory(tmp_path):
             assert not (better and strictly)
     study = load(run)  # the storage opens as a plain Optuna study (what optuna-dashboard reads)
     assert len(study.directions) == 3 and len(study.trials) == len(frame)
+    assert json.loads((run / "config.json").read_text())["latency_threads"] == 1  # not cores / workers
+
+
+def test_mobile_budget_runs_with_every_default_seed(tmp_path):
+    """300 MFLOPs: every seed scaled into it, twins merged into one trial, nothing completed over budget."""
+    run = tmp_path / "run"
+    result = search(*SMALL, "--budget", "300mflops", "--proxy-epochs", "1", "--trials", "8", "--out", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "seeds van_b1, van_b2, van_b3 scale to the same spec under the budget: one trial" in result.stderr
+    frame = pd.read_csv(run / "trials.csv")
+    complete = frame[frame.state == "COMPLETE"]
+    assert len(complete) >= 8 and (complete.flops <= 3e8).all()
+    assert complete.spec.map(lambda s: ArchSpec.from_json(s).replace(name="").to_json()).is_unique
+    # 13 seeds, 6 distinct specs at 0.3 G: each name kept in the trial it shares
+    assert sorted(n for s in frame.seed.dropna() for n in s.split("+")) == sorted(SEEDS)
+    assert "pelk_t+pelk_s+pelk_b" in set(frame.seed.dropna())
 
 
 def test_failed_trials_are_recorded_and_the_search_goes_on(tmp_path):
+    """With a latency budget too: a crashed trial has no latency, which must not end the search."""
     run = tmp_path / "run"
-    result = search(*SMALL, "--trials", "1", "--seeds", "van_b0", "--proxy-lr", "1e12", "--out", str(run))
+    result = search(*SMALL, "--trials", "1", "--seeds", "van_b0", "--proxy-lr", "1e12", "--latency-budget", "60s",
+                    "--out", str(run))
     assert result.returncode == 1 and "0 of 1 trials completed" in result.stderr.strip().splitlines()[-1]
     frame = pd.read_csv(run / "trials.csv")
     failed = frame[frame.state == "FAIL"]
