@@ -23,7 +23,7 @@ from trials.trial import TrialSettings
 def one_median(name: str) -> float:
     settings = TrialSettings()
     model = nas.build_model(SEEDS[name])
-    return measure_latency(model, threads=settings.threads, warmup=settings.latency_warmup,
+    return measure_latency(model, threads=settings.latency_threads, warmup=settings.latency_warmup,
                            runs=settings.latency_runs).median_ms
 
 

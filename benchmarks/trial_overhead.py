@@ -66,7 +66,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    defaults = TrialSettings(threads=args.threads)
+    defaults = TrialSettings(threads=args.threads, latency_threads=args.threads)
     spec, _ = fit_to_budget(SEEDS[args.seed_name], 5e9)
     data = load_dataset("synthetic", img_size=32, max_train=3000, max_val=1000)
     proxy = proxy_spec(spec, ProxyScale())
