@@ -4,6 +4,8 @@ import pytest
 import torch
 from torch import nn
 
+from nas.ops.dynamic import DynamicConvBlock
+from search_spaces import BlockSpec
 from trials.data import TrialData, make_synthetic
 from trials.train import ProxyConfig, StopTrial, TrialFailed, train_and_evaluate
 
@@ -95,3 +97,46 @@ def test_tiny_cnn_beats_chance_on_synthetic():
     torch.manual_seed(0)
     result = train_and_evaluate(_tiny_cnn(data.num_classes), data, ProxyConfig(epochs=3, batch_size=32, lr=3e-3))
     assert result.final_top1 > 2 * 100 / data.num_classes
+
+
+
+def _tiny_dynconv_net() -> tuple[nn.Module, list[tuple[bool, float]]]:
+    """A stem conv, one DynamicConv block (depthwise 3x3, 4 kernels, built at temperature 30), a 2-way
+    classifier; and the (training, temperature) its DynamicConv sees at every forward pass."""
+    dyn = DynamicConvBlock(8, 8, BlockSpec("dynconv").params)
+    seen: list[tuple[bool, float]] = []
+
+    def record(module: nn.Module, args: tuple) -> None:
+        seen.append((module.training, module.temperature))
+
+    dyn.mixer.register_forward_pre_hook(record)
+    return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), dyn, nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(8, 2)), seen
+
+
+def test_dynconv_temperature_anneals_linearly_to_one():
+    torch.manual_seed(0)
+    model, seen = _tiny_dynconv_net()
+    cfg = ProxyConfig(epochs=3, batch_size=64, temperature_anneal=0.5)  # 256 images: 4 steps an epoch
+    result = train_and_evaluate(model, _toy_data(), cfg)
+    assert result.epochs_run == 3
+    train = [t for training, t in seen if training]
+    evals = [t for training, t in seen if not training]
+    assert len(train) == 12 and len(evals) == 3  # the 64 val images are one eval batch
+    # 30 -> 1 linearly over the first half of the 12 steps (6), then 1
+    for step, t in enumerate(train):
+        assert t == pytest.approx(30 - 29 * min(step / 6, 1.0), rel=1e-12), step
+    # each evaluation runs at the temperature reached after its epoch's steps: 4 of 6, then all
+    assert evals == pytest.approx([30 - 29 * 4 / 6, 1.0, 1.0]) and evals[1:] == [1.0, 1.0]
+    assert model[1].temperature == 1.0
+
+
+def test_default_anneal_takes_the_first_quarter_and_is_validated():
+    torch.manual_seed(0)
+    model, seen = _tiny_dynconv_net()
+    train_and_evaluate(model, _toy_data(), ProxyConfig(epochs=4, batch_size=64))  # 16 steps, 4 of annealing
+    train = [t for training, t in seen if training]
+    assert train == pytest.approx([30.0, 30 - 29 / 4, 30 - 58 / 4, 30 - 87 / 4] + [1.0] * 12)
+    assert seen[-1] == (False, 1.0)
+    for bad in (-0.1, 1.5):
+        with pytest.raises(ValueError, match="temperature_anneal"):
+            ProxyConfig(temperature_anneal=bad)

@@ -2,6 +2,7 @@
 
 The loop is deliberately bare (in-memory tensor batches, one host sync per
 epoch) so the trial costs about what a hand-written PyTorch loop would.
+DynamicConv's attention temperature is annealed per step (`dynconv_temperature`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from nas.ops.dynamic import anneal_temperature, set_temperature
 from trials.data import TrialData
 
 _logger = logging.getLogger(__name__)
@@ -45,6 +47,17 @@ class ProxyConfig:
     num_threads: int | None = None  # torch.set_num_threads during the trial; None keeps the current
     device: str = "cpu"
     eval_batch_size: int = 512
+    # DynamicConv's attention temperature: linear from temperature_start to 1 over this fraction of the
+    # training steps, then 1 (see dynconv_temperature); no effect on models without DynamicConv
+    temperature_anneal: float = 0.25
+    temperature_start: float = 30.0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.temperature_anneal <= 1.0:
+            raise ValueError(f"temperature_anneal is a fraction of the training steps in [0, 1], "
+                             f"got {self.temperature_anneal}: the run must end at temperature 1")
+        if not self.temperature_start > 0:
+            raise ValueError(f"temperature_start must be > 0, got {self.temperature_start}")
 
 
 @dataclass
@@ -87,6 +100,21 @@ def _lr_lambda(total_steps: int, warmup_steps: int, min_ratio: float) -> Callabl
         return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * min(t, 1.0)))
 
     return fn
+
+
+def dynconv_temperature(steps_done: int, steps_per_epoch: int, cfg: ProxyConfig) -> float:
+    """DynamicConv's softmax temperature once `steps_done` training steps have been taken.
+
+    Chen et al. (CVPR 2020) start at 30, where the attention over the K kernels is near uniform so that
+    every kernel gets gradient and learns, and fall linearly to 1 over their first 10 ImageNet epochs, a
+    small part of their run. The same part of the search's 4-epoch proxy (46 steps an epoch) would be a
+    few steps (10 of 100 epochs: 18), over before the attention layers have learnt anything. Annealing
+    over the first quarter (`temperature_anneal`) gives the near-uniform phase one full pass over the
+    data and leaves three quarters of the run, the ASHA rung at epoch 2 included, at 1, the temperature
+    the model is evaluated with.
+    """
+    return anneal_temperature(steps_done / steps_per_epoch, start=cfg.temperature_start, end=1.0,
+                              epochs=cfg.temperature_anneal * cfg.epochs)
 
 
 @torch.inference_mode()
@@ -154,6 +182,7 @@ def _run(
         perm = torch.randperm(n, generator=order_gen).to(device)
         loss_sum = torch.zeros((), device=device)
         for i in range(steps):
+            set_temperature(model, dynconv_temperature((epoch - 1) * steps + i, steps, cfg))
             idx = perm[i * bs:(i + 1) * bs]
             loss = criterion(model(train_x[idx]), train_y[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -167,6 +196,7 @@ def _run(
                 f"training loss became {train_loss} in epoch {epoch}; lower lr "
                 f"(now {cfg.lr:g}) or check the architecture for unstable ops"
             )
+        set_temperature(model, dynconv_temperature(epoch * steps, steps, cfg))  # the one reached: 1 at the end
         val_top1 = evaluate(model, val_x, val_y, cfg.eval_batch_size)
         result.val_top1.append(val_top1)
         result.train_loss.append(train_loss)

@@ -15,9 +15,10 @@ linear layers. The kernel banks are plain parameters, not nn.Conv2d, so sparsity
 dense; the routing layers are nn.Linear and are masked.
 
 Temperature annealing (DynamicConv, Sec. 3.2 / 4): training starts at tau = 30 (near-uniform
-attention, so all kernels learn) and tau falls linearly to 1 over the first 10 epochs; use
-``set_temperature(model, anneal_temperature(epoch))`` at the start of each epoch. The temperature is
-a plain attribute (not a parameter or buffer): it is training state and is not saved.
+attention, so all kernels learn) and tau falls linearly to 1 over the first 10 epochs. Proxy training
+(`trials.train`) sets it every step, over the first quarter of its short run, with
+``set_temperature(model, anneal_temperature(...))``. The temperature is a plain attribute (not a
+parameter or buffer): it is training state and is not saved.
 """
 from __future__ import annotations
 
