@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from search_spaces import SEEDS
-from trials.data import DATASET_NAMES, FASHION_MNIST_DIR, DatasetError, check_dataset
+from trials.data import DATASET_NAMES, DEFAULT_MIN_PER_CLASS, FASHION_MNIST_DIR, DatasetError, check_dataset
 
 from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency, space_floor
 from .search import SearchConfig
@@ -23,14 +23,21 @@ class UsageError(ValueError):
     """Bad command-line input; printed as one line, exit code 2."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+def _int_at_least(minimum: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be >= {minimum}, got {value}")
+        return value
+
+    return parse
+
+
+_positive_int = _int_at_least(1)
+_non_negative_int = _int_at_least(0)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -72,6 +79,11 @@ def search_parser() -> argparse.ArgumentParser:
     g.add_argument("--proxy-val", type=_positive_int, default=1000, help="held-out images")
     g.add_argument("--proxy-width", type=float, default=0.5, help="width multiplier of the proxy")
     g.add_argument("--proxy-depth", type=_positive_int, default=2, help="blocks per stage at most in the proxy")
+    g.add_argument("--min-per-class", type=_non_negative_int, default=DEFAULT_MIN_PER_CLASS,
+                   help="imagefolder: when --proxy-train images spread over all classes give fewer than this many "
+                        "per class, train on a seeded subset of proxy-train // N classes (default "
+                        f"{DEFAULT_MIN_PER_CLASS}: below it the images drawn moved a model's score more than the "
+                        "models differ; 0 keeps every class)")
     return p
 
 
@@ -147,7 +159,8 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         latency_threads=args.latency_threads, dataset=args.dataset, data_dir=args.data_dir,
         proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr,
         proxy_train=args.proxy_train, proxy_val=args.proxy_val, proxy_width=args.proxy_width,
-        proxy_depth=args.proxy_depth, ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds)
+        proxy_depth=args.proxy_depth, min_per_class=args.min_per_class, ray_address=args.ray_address,
+        cpus_per_trial=args.cpus_per_trial, seeds=seeds)
 
 
 def setup_logging(run_dir: Path) -> None:

@@ -25,6 +25,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
 from search_spaces.spec import ArchSpec
+from trials.data import DEFAULT_MIN_PER_CLASS
 
 from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
 from .count import count
@@ -62,6 +63,7 @@ class SearchConfig:
     proxy_val: int = 1000
     proxy_width: float = 0.5
     proxy_depth: int = 2
+    min_per_class: int = DEFAULT_MIN_PER_CLASS  # imagefolder: fewer classes rather than fewer images per class
     grace_epochs: int = 2
     ray_address: str | None = None
     cpus_per_trial: int | None = None
@@ -334,7 +336,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     run_dir = cfg.out
     seeds, left_out = fit_seeds(cfg.seeds, cfg.budget_flops)
     data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
-                        max_train=cfg.proxy_train, max_val=cfg.proxy_val)
+                        max_train=cfg.proxy_train, max_val=cfg.proxy_val, min_per_class=cfg.min_per_class)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(run_dir)
     if cfg.resume:

@@ -23,6 +23,12 @@ with the search's default proxy, 3000 images, 4 epochs, mean of 3 training
 seeds: van_b2 52%, van_b0 44%, pelk_t 27%, coatnet_0 25% (9-35%), smt_t 21%;
 chance 6.7%, coarse factor alone 20%; a near copy with other nuisance draws
 took smt_t to 99%). See benchmarks/seed_separation.py.
+
+``imagefolder``, ``cifar10`` and ``fashion-mnist`` are read from disk, never
+downloaded. Samples are seeded and class-balanced, and an image folder is only
+listed before its sample is drawn, so loading costs the same for 10,000 or
+1.28M files (benchmarks/folder_loading.py). ``check_dataset`` finds a missing
+or empty dataset from file names alone, before anything expensive starts.
 """
 
 from __future__ import annotations
