@@ -11,7 +11,14 @@ from dataclasses import replace
 from pathlib import Path
 
 from search_spaces import SEEDS
-from trials.data import DATASET_NAMES, DEFAULT_MIN_PER_CLASS, FASHION_MNIST_DIR, DatasetError, check_dataset
+from trials.data import (
+    DATASET_NAMES,
+    DEFAULT_MIN_PER_CLASS,
+    FASHION_MNIST_DIR,
+    DatasetError,
+    check_dataset,
+    default_samples,
+)
 
 from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency, space_floor
 from .search import SearchConfig
@@ -75,8 +82,12 @@ def search_parser() -> argparse.ArgumentParser:
     g.add_argument("--proxy-img-size", type=_positive_int, default=32)
     g.add_argument("--proxy-epochs", type=_positive_int, default=4)
     g.add_argument("--proxy-lr", type=float, default=2e-3, help="AdamW learning rate (cosine schedule)")
-    g.add_argument("--proxy-train", type=_positive_int, default=3000, help="training images")
-    g.add_argument("--proxy-val", type=_positive_int, default=1000, help="held-out images")
+    synthetic, real = default_samples("synthetic"), default_samples("fashion-mnist")
+    g.add_argument("--proxy-train", type=_positive_int, help=f"training images (default {synthetic[0]} on the "
+                   f"synthetic data, {real[0]} on real data, where 3000 held every seed's proxy to 81-84%% on "
+                   "Fashion-MNIST)")
+    g.add_argument("--proxy-val", type=_positive_int, help=f"held-out images (default {synthetic[1]} on the "
+                   f"synthetic data, {real[1]} on real data: Fashion-MNIST's whole test set)")
     g.add_argument("--proxy-width", type=float, default=0.5, help="width multiplier of the proxy")
     g.add_argument("--proxy-depth", type=_positive_int, default=2, help="blocks per stage at most in the proxy")
     g.add_argument("--min-per-class", type=_non_negative_int, default=DEFAULT_MIN_PER_CLASS,
@@ -151,6 +162,7 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         import torch
         if not torch.cuda.is_available():
             raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
+    proxy_train, proxy_val = default_samples(args.dataset)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     _writable_run_dir(out, resume=False)
     return SearchConfig(
@@ -158,9 +170,9 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         seed=args.seed, latency_budget_ms=latency, latency_device=args.latency_device,
         latency_threads=args.latency_threads, dataset=args.dataset, data_dir=args.data_dir,
         proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr,
-        proxy_train=args.proxy_train, proxy_val=args.proxy_val, proxy_width=args.proxy_width,
-        proxy_depth=args.proxy_depth, min_per_class=args.min_per_class, ray_address=args.ray_address,
-        cpus_per_trial=args.cpus_per_trial, seeds=seeds)
+        proxy_train=args.proxy_train or proxy_train, proxy_val=args.proxy_val or proxy_val,
+        proxy_width=args.proxy_width, proxy_depth=args.proxy_depth, min_per_class=args.min_per_class,
+        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds)
 
 
 def setup_logging(run_dir: Path) -> None:
