@@ -95,9 +95,11 @@ def _changes(original: ArchSpec, fitted: ArchSpec, factor: float) -> str:
         said.append(f"depths {depths[0]} -> {depths[1]}")
     if original.head.hidden is not None and fitted.head.hidden is None:
         said.append("no pre-logits layer")
-    ratios = [[mlp_ratio(b) for b in s.blocks] for s in (original.stages, fitted.stages)[1]]
-    if ratios != [[mlp_ratio(b) for b in s.blocks] for s in original.stages]:
-        said.append(f"MLP ratios {[r[0] for r in ratios]}")
+    if original.width_mult != fitted.width_mult:
+        said.append(f"width multiplier x{original.width_mult:g} -> x{fitted.width_mult:g}")
+    ratios = [[mlp_ratio(stage.blocks[0]) for stage in spec.stages] for spec in (original, fitted)]
+    if ratios[0] != ratios[1]:
+        said.append(f"MLP ratios {ratios[0]} -> {ratios[1]}")
     return ", ".join(said)
 
 
@@ -153,7 +155,7 @@ def space_floor(img_size: int = 224) -> float:
 def budget_limits(budget_flops: float, keep: tuple[ArchSpec, ...] = (), img_size: int = 224) -> SpaceLimits:
     """The search space narrowed to a budget: `space_limits`' ranges, and without the stems and stage
     patterns whose smallest architecture is already over the budget (e.g. global attention on the
-    56 x 56 map of stage 1 below 0.6 GFLOPs). The ranges are widened so that every spec of `keep`
+    56 x 56 map of stage 1 below 0.67 GFLOPs). The ranges are widened so that every spec of `keep`
     (the seeds fitted to the budget) stays a point of the space."""
     limits = space_limits(budget_flops)
     kept = [spec_to_params(spec) for spec in keep]
