@@ -49,6 +49,25 @@ def test_bad_input_is_one_line_and_exit_2(args, message):
     assert len(lines) == 1 and message in lines[0], result.stderr
 
 
+def test_empty_or_unreadable_image_folder_is_one_line_and_exit_2(tmp_path):
+    from PIL import Image
+
+    (tmp_path / "empty" / "cat").mkdir(parents=True)
+    result = search("--budget", "1G", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "empty"),
+                    "--out", str(tmp_path / "run1"), timeout=60)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "no images found" in lines[0], result.stderr
+    for cls in ("cat", "dog"):
+        (tmp_path / "bad" / cls).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (i * 40, 0, 0)).save(tmp_path / "bad" / cls / f"{i}.png")
+    (tmp_path / "bad" / "dog" / "broken.png").write_bytes(b"not a png")
+    result = search("--budget", "1G", "--dataset", "imagefolder", "--data-dir", str(tmp_path / "bad"),
+                    "--out", str(tmp_path / "run2"), timeout=120)
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode == 2 and len(lines) == 1 and "broken.png" in lines[0], result.stderr
+
+
 def test_existing_run_directory_is_left_intact(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
