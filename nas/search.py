@@ -3,7 +3,9 @@
 The Optuna study (SQLite in the run directory) is the record of the run: every candidate, its
 parameters, its numbers and its fate. Ray Tune runs each candidate as a trial (ASHA stops poor ones
 after an epoch or two); a candidate over the FLOP budget is rejected by the searcher in the time of
-one count, told to Optuna as infeasible (constraint violated) and never reaches Ray.
+one count, told to Optuna as infeasible (constraint violated) and never reaches Ray. The sampled space
+is narrowed to the budget (`nas.budget.budget_limits`) so that small budgets are not mostly rejections;
+the seeds go first, scaled into the budget, twins merged into one trial (`fit_seeds`).
 Resuming reopens the study, fails the trials a killed run left RUNNING, re-queues their candidates
 and runs only what is missing.
 """
