@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from functools import cache
 from typing import Any
 
 from search_spaces.scaling import halved_mlp_ratios, mlp_ratio, scale_spec, without_pre_logits, without_width_mult
@@ -60,7 +61,7 @@ def _shrinking(spec: ArchSpec, min_width: float, step: float = 0.05) -> Iterator
     """Ever smaller versions of `spec`, in the order that keeps most of it.
 
     Width to `min_width`; then depth, deepest stage first, to one block per stage; then narrower, down
-    to the space's narrowest (32 channels a stage); then the lighter parts the space also holds: no
+    to x0.05 (32 channels a stage, 64 in the widest seeds' last stage); then the lighter parts the space also holds: no
     pre-logits layer, SLaK's x1.3 widths at x1.0, and MLP / expansion ratios halved down to 2.
     Yields each version with its width factor.
     """
@@ -119,12 +120,14 @@ def fit_to_budget(spec: ArchSpec, budget: float, img_size: int = 224, min_width:
             note = f"{spec.name}: {flops / 1e9:.3g} -> {fitted / 1e9:.3g} GFLOPs ({_changes(spec, smallest, factor)})"
             return smallest.replace(name=spec.name), note
     raise SeedDoesNotFit(f"{spec.name or 'spec'} needs {count(smallest, img_size).flops / 1e9:.3g} GFLOPs even at "
-                         f"32 channels a stage, one block per stage and the lightest MLPs; over the "
+                         f"widths {smallest.widths()}, one block per stage and the lightest MLPs; over the "
                          f"{budget / 1e9:.3g} G budget")
 
 
+@cache  # a fact of the space: the CLI's floor check and the search's narrowing share one computation
 def _smallest_costs(img_size: int) -> dict[str, dict[Any, float]]:
-    """For `stem` and each `s{i}_pattern`, the FLOPs of the smallest architecture taking each choice.
+    """For `stem` and each `s{i}_pattern`, the FLOPs of the smallest architecture taking each choice
+    (read only: the result is cached).
 
     Every other choice is at its smallest (`SmallestChoiceTrial`) and the other stages take their
     cheapest pattern for that stem (a stage's cost depends only on that stage, so the cheapest

@@ -46,17 +46,21 @@ def scale_spec(spec: ArchSpec, width: float = 1.0, depths: tuple[int, ...] | Non
     return spec.replace(stem=stem, stages=tuple(stages), head=head).validate()
 
 
+def _ratio_key(block: BlockSpec) -> str:
+    """Where a block keeps its MLP ratio: MBConv's expand_ratio (SAM's expand_ratio is something else)."""
+    return "expand_ratio" if block.type == "mbconv" else "mlp_ratio"
+
+
 def mlp_ratio(block: BlockSpec) -> float:
-    """The block's MLP or expansion ratio (MBConv's expand_ratio; SAM's expand_ratio is not it)."""
-    key = "expand_ratio" if block.type == "mbconv" else "mlp_ratio"
+    """The block's MLP or expansion ratio, its type's default where the spec leaves it out."""
+    key = _ratio_key(block)
     return float(block.params.get(key, BLOCK_DEFAULTS[block.type][key]))
 
 
 def halved_mlp_ratios(spec: ArchSpec, floor: float = 2.0) -> ArchSpec:
     """Every block's MLP / expansion ratio halved, but not below `floor` (the space's smallest)."""
     def halve(block: BlockSpec) -> BlockSpec:
-        key = "expand_ratio" if block.type == "mbconv" else "mlp_ratio"
-        return BlockSpec(block.type, {**block.params, key: max(floor, mlp_ratio(block) / 2)})
+        return BlockSpec(block.type, {**block.params, _ratio_key(block): max(floor, mlp_ratio(block) / 2)})
 
     stages = tuple(replace(s, blocks=tuple(halve(b) for b in s.blocks)) for s in spec.stages)
     return spec.replace(stages=stages).validate()

@@ -291,12 +291,13 @@ def test_check_dataset_is_quiet_for_good_data_and_decodes_nothing(tmp_path, monk
         check_dataset(name, None if path is None else tmp_path / path)
 
 
-def _write_cifar(root, n_per_batch=4, meta=True):
+def _write_cifar(root, n_per_batch=4, meta=True, cyclic_labels=False):
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = np.arange(n_per_batch) % 10 if cyclic_labels else rng.integers(0, 10, n_per_batch)
         batch = {b"data": rng.integers(0, 256, (n_per_batch, 3072), dtype=np.uint8),
-                 b"labels": rng.integers(0, 10, n_per_batch).tolist()}
+                 b"labels": labels.tolist()}
         with open(root / name, "wb") as f:
             pickle.dump(batch, f)
     if meta:
@@ -320,6 +321,13 @@ def test_cifar10_resize_and_subset(tmp_path):
     data = load_dataset("cifar10", tmp_path, img_size=16, max_train=7, max_val=3, seed=1)
     assert data.train_x.shape == (7, 3, 16, 16) and data.val_x.shape == (3, 3, 16, 16)
     assert data.class_names[0] == "airplane"
+
+
+def test_cifar10_samples_are_class_balanced(tmp_path):
+    _write_cifar(tmp_path, n_per_batch=10, cyclic_labels=True)  # 5 training images of each class, 1 test each
+    data = load_dataset("cifar10", tmp_path, max_train=20, max_val=5, seed=3)
+    assert torch.bincount(data.train_y, minlength=10).tolist() == [2] * 10
+    assert len(data.val_y) == 5 and len(set(data.val_y.tolist())) == 5
 
 
 @pytest.mark.parametrize("call, fragment", [

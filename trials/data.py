@@ -268,17 +268,6 @@ def _standardised(data: TrialData) -> TrialData:
     return data
 
 
-def _subset(
-        x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """A deterministic random subset of at most limit samples (all of them if None)."""
-    if limit is None or limit >= len(y):
-        return x, y
-    keep = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))[:limit]
-    keep = keep.sort().values
-    return x[keep], y[keep]
-
-
 def _seeded_rng(seed: int, stream: int) -> np.random.Generator:
     """One independent random stream of a seed per purpose, so that e.g. the val sample does not move when
     max_train changes."""
@@ -587,20 +576,18 @@ def load_cifar10(
     """Load CIFAR-10 from the python batches on disk (never downloads).
 
     data_dir is either ``cifar-10-batches-py`` or the folder that contains it.
-    The official test batch is the val split.
+    The official test batch is the val split; max_train / max_val draw seeded, class-balanced samples
+    as for the other real datasets.
     """
     root = _cifar_dir(_require_dir(data_dir, "cifar10"))
     batches = [_read_cifar_batch(root / n) for n in _CIFAR_BATCHES]
     train_x = torch.cat([b[0] for b in batches[:-1]])
     train_y = torch.cat([b[1] for b in batches[:-1]])
     val_x, val_y = batches[-1]
-    train_x, train_y = _subset(train_x, train_y, max_train, seed)
-    val_x, val_y = _subset(val_x, val_y, max_val, seed + 1)
-    train_x, val_x = train_x.float().div_(255.0), val_x.float().div_(255.0)
-    if img_size != 32:
-        resize = dict(size=(img_size, img_size), mode="bilinear", antialias=True, align_corners=False)
-        train_x = torch.nn.functional.interpolate(train_x, **resize)
-        val_x = torch.nn.functional.interpolate(val_x, **resize)
+    train = _balanced_sample(train_y.numpy(), max_train, _seeded_rng(seed, _STREAM_TRAIN))
+    val = _balanced_sample(val_y.numpy(), max_val, _seeded_rng(seed, _STREAM_VAL))
+    train_x, train_y = _as_float_images(train_x[train], img_size), train_y[train]
+    val_x, val_y = _as_float_images(val_x[val], img_size), val_y[val]
     return _standardised(TrialData("cifar10", train_x, train_y, val_x, val_y, 10, _cifar_names(root)))
 
 
@@ -666,13 +653,13 @@ def _fashion_mnist_files(data_dir: str | Path | None) -> list[Path]:
     return found
 
 
-def _grey_to_rgb(x: np.ndarray, img_size: int) -> torch.Tensor:
-    """(N, H, W) uint8 -> (N, 3, S, S) float in [0, 1]: bilinear, antialiased, grey replicated (a view)."""
-    t = torch.from_numpy(x).unsqueeze(1).float().div_(255.0)
-    if t.shape[-1] != img_size or t.shape[-2] != img_size:
+def _as_float_images(x: torch.Tensor, img_size: int) -> torch.Tensor:
+    """(N, C, H, W) uint8 -> float in [0, 1] at img_size x img_size (bilinear, antialiased)."""
+    t = x.float().div_(255.0)
+    if t.shape[-2:] != (img_size, img_size):
         t = torch.nn.functional.interpolate(t, size=(img_size, img_size), mode="bilinear", antialias=True,
                                             align_corners=False)
-    return t.expand(-1, 3, -1, -1)
+    return t
 
 
 def load_fashion_mnist(
@@ -697,7 +684,8 @@ def load_fashion_mnist(
             raise DatasetError(f"{x_path} and {y_path} are not a Fashion-MNIST image/label pair (shapes {x.shape}, "
                                f"{y.shape}); replace them with the original files")
         keep = _balanced_sample(y, limit, _seeded_rng(seed, stream))
-        splits.append((_grey_to_rgb(x[keep], img_size), torch.from_numpy(y[keep].astype(np.int64))))
+        grey = _as_float_images(torch.from_numpy(x[keep]).unsqueeze(1), img_size)
+        splits.append((grey.expand(-1, 3, -1, -1), torch.from_numpy(y[keep].astype(np.int64))))
     (train_x, train_y), (val_x, val_y) = splits
     _logger.info("fashion-mnist %s: %d train, %d val", paths[0].parent, len(train_y), len(val_y))
     return _standardised(TrialData("fashion-mnist", train_x, train_y, val_x, val_y,
