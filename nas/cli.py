@@ -84,7 +84,7 @@ def search_parser() -> argparse.ArgumentParser:
     g.add_argument("--proxy-lr", type=float, default=2e-3, help="AdamW learning rate (cosine schedule)")
     synthetic, real = default_samples("synthetic"), default_samples("fashion-mnist")
     g.add_argument("--proxy-train", type=_positive_int, help=f"training images (default {synthetic[0]} on the "
-                   f"synthetic data, {real[0]} on real data, where 3000 held every seed's proxy to 81-84%% on "
+                   f"synthetic data, {real[0]} on real data, where 3000 held the seeds' proxies to 84%% at most on "
                    "Fashion-MNIST)")
     g.add_argument("--proxy-val", type=_positive_int, help=f"held-out images (default {synthetic[1]} on the "
                    f"synthetic data, {real[1]} on real data: Fashion-MNIST's whole test set)")

@@ -54,7 +54,7 @@ DATASET_NAMES = ("synthetic", "imagefolder", "cifar10", "fashion-mnist")
 
 # Images a proxy trains and validates on by default: (train, val). The synthetic set is generated at the
 # size its take-off behaviour was tuned for (benchmarks/seed_separation.py). On real data the proxy is
-# data-bound: on Fashion-MNIST at 600 MFLOPs, 3,000 images x 4 epochs held every seed at 81-84%, and at
+# data-bound: on Fashion-MNIST at 600 MFLOPs, 3,000 images x 4 epochs held the seeds at 84% at most, and at
 # equal compute 12,000 x 1 beat 6,000 x 2 beat 3,000 x 4; 10,000 x 4 (3.3x the compute) reached 86-88%
 # (benchmarks/README.md). Validation: Fashion-MNIST's whole test set; elsewhere as many (binomial noise
 # about 0.35 points against 1.1 for 1,000 images).
