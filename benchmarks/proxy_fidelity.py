@@ -1,20 +1,26 @@
-"""Does the cheap proxy rank architectures as a much longer training does?
+"""Does the search's proxy rank architectures as a much longer, full-size training does?
 
-Architectures: the 13 seeds (fitted to the budget, as the search trains them) plus random draws
-from the search space under the same budget. For each:
-- reference: the full-size model (full width and depth) trained for twice the epochs (7-34x the
-  proxy's compute, printed per architecture; resolution and images can be raised with --ref-img and
-  --ref-train: at 64 px, 12 epochs and 6,000 images the synthetic task saturated just the same);
-- proxy: the search's default proxy (width 0.5, 2 blocks per stage, 32 px, 4 epochs, 3000 images);
-- free baselines: #params and FLOPs of the full model;
-- zero-cost scores at initialisation of the proxy model: synflow, NASWOT, Jacobian covariance.
-Prints Spearman rho and Kendall tau of each predictor against the reference accuracy, and what a
-zero-cost pre-screen would cost (reference-best architectures it would discard) and save.
+Fashion-MNIST, one budget (default 300 MFLOPs, where the full-size models are cheap enough to train
+dozens of on a CPU). Architectures: the seeds fitted to the budget (twins merged), random draws from
+the budget's space chosen to cover every block type, and the best candidates of a search run
+(`--from-run`). Each one is trained
+- as the reference (`trials.fidelity.REFERENCE`): the full model, one epoch on all 60,000 training
+  images at 32 px, scored on the 10,000 test images, with two training seeds for every other
+  architecture of the list (the reference's own seed-to-seed agreement says how much any predictor can reach);
+- as a proxy at each fidelity in VARIANTS (the search's default first; the others spend about the
+  same compute on more images, more epochs, a larger model or larger images), recording the whole
+  learning curve so that scores read from the curve (ASHA's rung at epoch 2, the mean of the last
+  two epochs) are measured without training again;
+and scored for free: #params and FLOPs of the full model, zero-cost scores (synflow, NASWOT, Jacobian
+covariance) of the default proxy at initialisation.
 
-The reference is the expensive part; it can run elsewhere (e.g. on a GPU) and be read back:
-  python benchmarks/proxy_fidelity.py --archs-only                      # writes the architecture list
-  python benchmarks/proxy_fidelity.py --reference-only --device cuda    # reference accuracies
-  python benchmarks/proxy_fidelity.py                                   # proxies, scores, the table
+Every phase writes its results after each architecture and skips what is already there, so that a
+killed run resumes and the phases can run as separate processes (two reference shards and the
+proxies side by side on two cores):
+  python benchmarks/proxy_fidelity.py archs --from-run runs/NAME
+  python benchmarks/proxy_fidelity.py reference --shard 0/2 &  python benchmarks/proxy_fidelity.py reference --shard 1/2
+  python benchmarks/proxy_fidelity.py proxy --variant default
+  python benchmarks/proxy_fidelity.py table
 """
 from __future__ import annotations
 
@@ -30,213 +36,259 @@ from typing import Any
 import torch
 
 import nas
-from search_spaces import SEEDS
 from search_spaces.spec import ArchSpec
 from trials.data import load_dataset
+from trials.fidelity import PROXY, REFERENCE, Fidelity
 from trials.train import ProxyConfig, train_and_evaluate
 
-RESULTS = Path(__file__).parent / "results"
-BUDGET = 5e9
-# The search's proxy defaults (nas.search.SearchConfig); repeated here so that the reference part
-# runs where optuna and ray are not installed.
-PROXY = dict(img_size=32, epochs=4, lr=2e-3, train=3000, val=1000, width=0.5, depth=2)
-DEFAULT_PROXY_EPOCHS = PROXY["epochs"]
+RESULTS = Path(__file__).parent / "results" / "fidelity"
+BUDGET = 300e6
+DATASET = "fashion-mnist"
+PROXY_TRAIN, PROXY_VAL = 10_000, 10_000  # the real-data default sample (trials.data.default_samples)
+# Proxy fidelities measured against the reference. images_3k trains on the synthetic default's sample
+# size (0.3x the default's compute); the others spend about the default's training compute (images x
+# epochs x model MACs; the table prints the ratio measured).
+VARIANTS: dict[str, Fidelity] = {
+    "default": PROXY.with_(train_images=PROXY_TRAIN),
+    "images_3k": PROXY.with_(train_images=3_000),
+    "images_x2": PROXY.with_(train_images=2 * PROXY_TRAIN, epochs=PROXY.epochs // 2),
+    "epochs_x2": PROXY.with_(train_images=PROXY_TRAIN // 2, epochs=2 * PROXY.epochs),
+    "full_width": PROXY.with_(width=1.0, train_images=PROXY_TRAIN // 2),
+    "full_depth": PROXY.with_(max_depth=None, train_images=PROXY_TRAIN // 2),
+    "img_64": PROXY.with_(img_size=64, train_images=PROXY_TRAIN // 4),
+}
+CURVE_SCORES = ("last", "rung2", "last2_mean")
 
 
-def draw_architectures(random_count: int, seed: int) -> list[dict[str, Any]]:
-    """The seeds fitted to the budget, then `random_count` distinct random draws under it."""
+def block_types(spec: ArchSpec) -> set[str]:
+    return {b.type for s in spec.stages for b in s.blocks}
+
+
+def draw_architectures(random_count: int, seed: int, run_dir: Path | None, from_run: int) -> list[dict[str, Any]]:
+    """Seeds fitted to the budget, random draws covering every block type, a search's best candidates."""
     import optuna
 
-    from nas.budget import fit_to_budget
+    from nas.budget import budget_limits
+    from nas.search import fit_seeds
+    from search_spaces import SEEDS
     from search_spaces.space import sample_spec
 
-    archs = [dict(name=name, spec=fit_to_budget(spec, BUDGET)[0].to_json()) for name, spec in SEEDS.items()]
+    seeds, _ = fit_seeds(tuple(SEEDS), BUDGET)
+    archs = [dict(name=s.name, kind="seed", spec=s.spec.to_json()) for s in seeds]
+    seen = {ArchSpec.from_json(a["spec"]).replace(name="").to_json() for a in archs}
+
+    def add(spec: ArchSpec, name: str, kind: str) -> bool:
+        key = spec.replace(name="").to_json()
+        if key in seen or nas.count(spec).flops > BUDGET:
+            return False
+        seen.add(key)
+        archs.append(dict(name=name, kind=kind, spec=spec.to_json()))
+        return True
+
+    if run_dir is not None:
+        import pandas as pd
+
+        trials = pd.read_csv(run_dir / "trials.csv")
+        done = trials[(trials.state == "COMPLETE") & trials.seed.isna()].sort_values("accuracy", ascending=False)
+        found = 0
+        for row in done.itertuples():
+            if found < from_run and add(ArchSpec.from_json(row.spec), f"search_{row.number}_{row.layout}", "search"):
+                found += 1
+
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=seed))
-    seen = {a["spec"] for a in archs}
-    while len(archs) < len(SEEDS) + random_count:
-        spec = sample_spec(study.ask())
-        if nas.count(spec).flops <= BUDGET and spec.to_json() not in seen:
-            seen.add(spec.to_json())
-            archs.append(dict(name=f"random_{len(archs) - len(SEEDS)}_{spec.layout}", spec=spec.to_json()))
+    limits = budget_limits(BUDGET)
+    covered: set[str] = set()
+    drawn = 0
+    while drawn < random_count:
+        spec = sample_spec(study.ask(), limits)
+        new_types = block_types(spec) - covered
+        # until every block type has appeared, keep only draws that bring a new one
+        if not new_types and len(covered) < 12 and drawn < random_count - 2:
+            continue
+        if add(spec, f"random_{drawn}_{spec.layout}", "random"):
+            covered |= block_types(spec)
+            drawn += 1
     return archs
 
 
-def compute(spec: ArchSpec, img_size: int, images: int, epochs: int) -> float:
-    """Training compute in MACs (forward; backward is a fixed multiple of it)."""
-    return nas.count(spec, img_size).flops * images * epochs
+def training_compute(spec: ArchSpec, fidelity: Fidelity, images: int) -> float:
+    """Forward MACs of a whole training run (backward is a fixed multiple of it)."""
+    return nas.count(fidelity.model_spec(spec), fidelity.img_size).flops * images * fidelity.epochs
 
 
-def train_reference(archs: list[dict], args: argparse.Namespace, path: Path) -> dict[str, Any]:
-    """Train every architecture's full-size model; results are written after each one."""
-    results = json.loads(path.read_text()) if path.exists() else {}
-    data = load_dataset(args.dataset, args.data_dir, img_size=args.ref_img, max_train=args.ref_train,
-                        max_val=args.ref_val)
-    deadline = time.monotonic() + args.time_limit
-    for repeat in range(args.ref_repeats):
-        for arch in archs:
-            key = f"{arch['name']}#{repeat}"
-            if key in results:
-                continue
-            if time.monotonic() > deadline:
-                logging.warning("time limit reached: %d reference runs done", len(results))
-                return results
-            spec = ArchSpec.from_json(arch["spec"])
-            start = time.perf_counter()
-            torch.manual_seed(repeat)
-            model = nas.build_model(spec, num_classes=data.num_classes, img_size=data.img_size)
-            cfg = ProxyConfig(epochs=args.ref_epochs, batch_size=args.ref_batch, lr=args.ref_lr,
-                              warmup_epochs=1.0, seed=repeat, device=args.device)
-            try:
-                top1 = train_and_evaluate(model, data, cfg).final_top1
-            except Exception as err:  # a diverged reference is a result too: recorded, not fatal
-                logging.warning("%s: %s", key, err)
-                top1 = math.nan
-            results[key] = dict(top1=top1, seconds=time.perf_counter() - start,
-                                compute=compute(spec, args.ref_img, args.ref_train, args.ref_epochs),
-                                settings=dict(img=args.ref_img, epochs=args.ref_epochs, train=args.ref_train,
-                                              val=args.ref_val, batch=args.ref_batch, lr=args.ref_lr,
-                                              device=args.device))
-            path.write_text(json.dumps(results, indent=2))
-            print(f"reference {key:<40} {top1:5.1f}%  {results[key]['seconds']:.0f} s", flush=True)
-    return results
+def _load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def proxy_and_scores(archs: list[dict], args: argparse.Namespace) -> dict[str, dict[str, float]]:
-    """The search's default proxy of every architecture, with zero-cost scores at its initialisation."""
-    from trials.trial import ProxyScale, proxy_spec
+def train_runs(archs: list[dict], fidelity: Fidelity, repeats: dict[str, int], path: Path, device: str,
+               threads: int) -> None:
+    """Train `fidelity.model_spec(arch)` for every (architecture, training seed); one JSON entry each."""
+    torch.set_num_threads(threads)
+    results = _load(path)
+    data = load_dataset(DATASET, None, img_size=fidelity.img_size, max_train=fidelity.train_images,
+                        max_val=fidelity.val_images)
+    todo = [(a, r) for r in range(max(repeats.values())) for a in archs if r < repeats[a["name"]]]
+    for i, (arch, repeat) in enumerate(todo):
+        key = f"{arch['name']}#{repeat}"
+        if key in results:
+            continue
+        spec = fidelity.model_spec(ArchSpec.from_json(arch["spec"]))
+        torch.manual_seed(repeat)
+        model = nas.build_model(spec, num_classes=data.num_classes, img_size=data.img_size)
+        cfg = ProxyConfig(epochs=fidelity.epochs, batch_size=fidelity.batch_size, lr=fidelity.lr,
+                          warmup_epochs=fidelity.warmup_epochs, seed=repeat, device=device)
+        start = time.perf_counter()
+        try:
+            curve = train_and_evaluate(model, data, cfg).val_top1
+        except Exception as err:  # a diverged run is a result too: recorded, not fatal
+            logging.warning("%s: %s", key, err)
+            curve = [math.nan]
+        results[key] = dict(top1=curve[-1], curve=curve, seconds=time.perf_counter() - start,
+                            compute=training_compute(ArchSpec.from_json(arch["spec"]), fidelity, len(data.train_y)))
+        path.write_text(json.dumps(results, indent=1))
+        logging.info("[%d/%d] %-45s %5.2f%%  %4.0f s", i + 1, len(todo), key, curve[-1], results[key]["seconds"])
+
+
+def zero_cost_scores(archs: list[dict], path: Path) -> None:
+    """Zero-cost scores of the default proxy at the search's initialisation (torch seed 0)."""
     from trials.zero_cost import jacobian_covariance, naswot, synflow
 
-    torch.set_num_threads(args.threads)
-    data = load_dataset(args.dataset, args.data_dir, img_size=PROXY["img_size"], max_train=PROXY["train"],
-                        max_val=PROXY["val"])
+    results = _load(path)
+    data = load_dataset(DATASET, None, img_size=PROXY.img_size, max_train=PROXY_TRAIN, max_val=1000)
     images = data.train_x[:64]
-    scale = ProxyScale(width=PROXY["width"], max_depth=PROXY["depth"])
-    rows = {}
     for arch in archs:
-        spec = ArchSpec.from_json(arch["spec"])
-        small = proxy_spec(spec, scale)
-        torch.manual_seed(0)  # the trial's initialisation (settings.proxy.seed)
-        model = nas.build_model(small, num_classes=data.num_classes, img_size=data.img_size)
-        start = time.perf_counter()
-        scores = dict(synflow=math.log(synflow(model, tuple(images.shape[1:]))), naswot=naswot(model, images),
-                      jacob_cov=jacobian_covariance(model, images))
-        score_s = time.perf_counter() - start
-        start = time.perf_counter()
-        top1 = train_and_evaluate(model, data, ProxyConfig(epochs=args.proxy_epochs, lr=PROXY["lr"])).final_top1
-        counted = nas.count(spec)
-        rows[arch["name"]] = dict(proxy=top1, params=counted.params, flops=counted.flops, **scores,
-                                  proxy_s=time.perf_counter() - start, scores_s=score_s,
-                                  proxy_compute=compute(small, PROXY["img_size"], PROXY["train"], args.proxy_epochs))
-        print(f"proxy {arch['name']:<40} {top1:5.1f}%  {rows[arch['name']]['proxy_s']:.0f} s "
-              f"(scores {score_s:.2f} s)", flush=True)
-    return rows
+        if arch["name"] in results:
+            continue
+        torch.manual_seed(0)
+        model = nas.build_model(PROXY.model_spec(ArchSpec.from_json(arch["spec"])), num_classes=data.num_classes,
+                                img_size=data.img_size)
+        results[arch["name"]] = dict(synflow=math.log(synflow(model, tuple(images.shape[1:]))),
+                                     naswot=naswot(model, images), jacob_cov=jacobian_covariance(model, images))
+    path.write_text(json.dumps(results, indent=1))
 
 
-def correlations(rows: dict[str, dict[str, float]], predictors: list[str]) -> dict[str, dict[str, float]]:
+def curve_score(curve: list[float], how: str) -> float:
+    if how == "last":
+        return curve[-1]
+    if how == "rung2":  # what ASHA's first rung (grace period 2 epochs) sees
+        return curve[min(1, len(curve) - 1)]
+    return sum(curve[-2:]) / len(curve[-2:])
+
+
+def rank_agreement(x: list[float], y: list[float]) -> tuple[float, float]:
     from scipy.stats import kendalltau, spearmanr
 
-    names = [n for n, r in rows.items() if math.isfinite(r["reference"])]
-    ref = [rows[n]["reference"] for n in names]
-    out = {}
-    for p in predictors:
-        values = [rows[n][p] for n in names]
-        rho, rho_p = spearmanr(values, ref)
-        tau, tau_p = kendalltau(values, ref)
-        out[p] = dict(spearman=float(rho), spearman_p=float(rho_p), kendall=float(tau), kendall_p=float(tau_p))
-    return out
+    return float(spearmanr(x, y)[0]), float(kendalltau(x, y)[0])
 
 
-def prescreen(rows: dict[str, dict[str, float]], score: str, keep: float) -> dict[str, Any]:
-    """Keep the best `keep` fraction by `score`: the mean reference accuracy of what is kept and of what
-    is dropped (a useful screen drops the worse ones), and the proxy training time it saves."""
-    names = sorted((n for n in rows if math.isfinite(rows[n]["reference"])), key=lambda n: -rows[n][score])
-    kept, dropped = names[:max(1, round(keep * len(names)))], names[max(1, round(keep * len(names))):]
-    mean = lambda group: sum(rows[n]["reference"] for n in group) / max(1, len(group))
-    saved = sum(rows[n]["proxy_s"] for n in dropped) / sum(rows[n]["proxy_s"] for n in names)
-    return dict(score=score, keep=keep, kept_reference=mean(kept), dropped_reference=mean(dropped),
-                proxy_time_saved=saved)
+def table(archs: list[dict]) -> dict[str, Any]:
+    """Spearman and Kendall of every predictor against the mean reference accuracy; prints the tables."""
+    reference = _load(RESULTS / "reference.json")
+    ref = {}
+    for a in archs:
+        runs = [reference[k]["top1"] for k in (f"{a['name']}#0", f"{a['name']}#1") if k in reference]
+        if runs and all(math.isfinite(r) for r in runs):
+            ref[a["name"]] = sum(runs) / len(runs)
+    names = [a["name"] for a in archs if a["name"] in ref]
+    by_name = {a["name"]: a for a in archs}
+    predictors: dict[str, dict[str, float]] = {}
+    cost: dict[str, float] = {}
+    for variant in VARIANTS:
+        runs = _load(RESULTS / f"proxy_{variant}.json")
+        if not all(f"{n}#0" in runs for n in names):
+            continue
+        for how in CURVE_SCORES:
+            label = variant if how == "last" else f"{variant} ({how})"
+            predictors[label] = {n: curve_score(runs[f"{n}#0"]["curve"], how) for n in names}
+        cost[variant] = sum(runs[f"{n}#0"]["seconds"] for n in names) / len(names)
+        cost[f"{variant} compute"] = sum(runs[f"{n}#0"]["compute"] for n in names) / len(names)
+    counted = {n: nas.count(ArchSpec.from_json(by_name[n]["spec"])) for n in names}
+    predictors["params"] = {n: counted[n].params for n in names}
+    predictors["flops"] = {n: counted[n].flops for n in names}
+    zero_cost = _load(RESULTS / "zero_cost.json")
+    for score in ("synflow", "naswot", "jacob_cov"):
+        if all(n in zero_cost for n in names):
+            predictors[score] = {n: zero_cost[n][score] for n in names}
+    truth = [ref[n] for n in names]
+    rows = {p: rank_agreement([v[n] for n in names], truth) for p, v in predictors.items()}
+
+    pairs = [(reference[f"{n}#0"]["top1"], reference[f"{n}#1"]["top1"]) for n in names if f"{n}#1" in reference]
+    self_rho, self_tau = rank_agreement(*zip(*pairs)) if len(pairs) >= 5 else (math.nan, math.nan)
+    ref_seconds = [r["seconds"] for r in reference.values()]
+    ref_compute = sum(reference[f"{n}#0"]["compute"] for n in names) / len(names)
+
+    print(f"\n{len(names)} architectures under {BUDGET / 1e6:.0f} MFLOPs on {DATASET}; reference accuracy "
+          f"{min(truth):.2f}-{max(truth):.2f}%, median {sorted(truth)[len(truth) // 2]:.2f}%")
+    print(f"reference against itself (training seed 0 vs 1, {len(pairs)} architectures): "
+          f"Spearman {self_rho:.3f}, Kendall {self_tau:.3f}")
+    print(f"\n{'architecture':<48} {'kind':<7} {'reference %':>11} {'default proxy %':>15}")
+    default = predictors.get("default", {})
+    for n in sorted(names, key=lambda n: -ref[n]):
+        print(f"{n[:48]:<48} {by_name[n]['kind']:<7} {ref[n]:>11.2f} {default.get(n, math.nan):>15.2f}")
+    print(f"\n{'predictor':<26} {'Spearman':>9} {'Kendall':>8} {'s/arch':>7} {'compute / default':>17}")
+    for p, (rho, tau) in rows.items():
+        variant = p.split(" (")[0]
+        seconds = f"{cost[variant]:.1f}" if variant in cost else "~0"
+        ratio = (f"{cost[f'{variant} compute'] / cost['default compute']:.2f}"
+                 if variant in cost and "default" in cost else "-")
+        print(f"{p:<26} {rho:>9.3f} {tau:>8.3f} {seconds:>7} {ratio:>17}")
+    if "default" in cost:
+        print(f"reference: {ref_compute / cost['default compute']:.1f}x the default proxy's compute, "
+              f"median {sorted(ref_seconds)[len(ref_seconds) // 2]:.0f} s per run")
+    summary = dict(machine=platform.machine(), processor=platform.processor(), date=time.strftime("%Y-%m-%d"),
+                   budget=BUDGET, dataset=DATASET, architectures=len(names), reference_pairs=len(pairs),
+                   reference_self=dict(spearman=self_rho, kendall=self_tau),
+                   reference_fidelity=REFERENCE.__dict__, variants={k: v.__dict__ for k, v in VARIANTS.items()},
+                   predictors={p: dict(spearman=r, kendall=t) for p, (r, t) in rows.items()},
+                   seconds_per_arch=cost, reference_accuracy=ref)
+    (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--random", type=int, default=11, help="random architectures besides the 13 seeds")
+    parser.add_argument("phase", choices=("archs", "reference", "proxy", "scores", "table"))
+    parser.add_argument("--random", type=int, default=16, help="random architectures besides the seeds")
+    parser.add_argument("--from-run", type=Path, help="search run whose best completed candidates join the list")
+    parser.add_argument("--found", type=int, default=8, help="how many of the run's candidates")
     parser.add_argument("--draw-seed", type=int, default=0)
-    parser.add_argument("--archs", type=Path, default=RESULTS / "fidelity_archs.json")
-    parser.add_argument("--reference", type=Path, nargs="+", default=[RESULTS / "fidelity_reference.json"],
-                        help="reference results (trained into the first file; the others are read)")
-    parser.add_argument("--shard", default="0/1", help="K/N: train only every N-th architecture from the K-th")
-    parser.add_argument("--archs-only", action="store_true")
-    parser.add_argument("--reference-only", action="store_true")
-    parser.add_argument("--dataset", default="synthetic", help="synthetic, imagefolder or cifar10")
-    parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--device", default="cpu", help="device of the reference training")
-    parser.add_argument("--ref-img", type=int, default=32)
-    parser.add_argument("--ref-epochs", type=int, default=8)
-    parser.add_argument("--ref-train", type=int, default=3000)
-    parser.add_argument("--ref-val", type=int, default=1000)
-    parser.add_argument("--ref-batch", type=int, default=64)
-    parser.add_argument("--ref-lr", type=float, default=2e-3)
-    parser.add_argument("--ref-repeats", type=int, default=1, help="training seeds of the reference")
-    parser.add_argument("--time-limit", type=float, default=math.inf, help="seconds of reference training")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--proxy-epochs", type=int, default=DEFAULT_PROXY_EPOCHS, help="a proxy variant to measure")
+    parser.add_argument("--variant", default="default", choices=tuple(VARIANTS))
+    parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th")
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    RESULTS.mkdir(exist_ok=True)
-
-    if not args.archs.exists():
-        args.archs.write_text(json.dumps(draw_architectures(args.random, args.draw_seed), indent=2))
-    archs = json.loads(args.archs.read_text())
-    if args.archs_only:
-        print(f"{len(archs)} architectures in {args.archs}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    archs_path = RESULTS / "archs.json"
+    if args.phase == "archs":
+        archs = draw_architectures(args.random, args.draw_seed, args.from_run, args.found)
+        archs_path.write_text(json.dumps(archs, indent=1))
+        for a in archs:
+            print(f"{a['kind']:<7} {a['name']:<48} {nas.count(ArchSpec.from_json(a['spec'])).flops / 1e6:6.0f} M")
         return
-    if args.device.startswith("cuda"):
-        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    archs = json.loads(archs_path.read_text())
     shard, shards = map(int, args.shard.split("/"))
-    reference = train_reference(archs[shard::shards], args, args.reference[0])
-    for path in args.reference[1:]:
-        reference.update(json.loads(path.read_text()))
-    if args.reference_only:
-        return
-
-    rows = proxy_and_scores(archs, args)
-    for name, row in rows.items():
-        runs = [r["top1"] for k, r in reference.items() if k.split("#")[0] == name]
-        row["reference"] = sum(runs) / len(runs) if runs else math.nan
-        row["compute_ratio"] = min((r["compute"] for k, r in reference.items() if k.split("#")[0] == name),
-                                   default=math.nan) / row["proxy_compute"]
-    predictors = ["proxy", "params", "flops", "synflow", "naswot", "jacob_cov"]
-    table = correlations(rows, predictors)
-    print(f"\n{'architecture':<40} {'reference %':>11} {'proxy %':>8} {'compute x':>9}")
-    for name, row in rows.items():
-        print(f"{name:<40} {row['reference']:>11.1f} {row['proxy']:>8.1f} {row['compute_ratio']:>9.0f}")
-    print(f"\n{'predictor':<10} {'Spearman':>9} {'p':>7} {'Kendall':>8} {'p':>7}")
-    for p, c in table.items():
-        print(f"{p:<10} {c['spearman']:>9.3f} {c['spearman_p']:>7.3f} {c['kendall']:>8.3f} {c['kendall_p']:>7.3f}")
-    noise = None
-    pairs = [(reference.get(f"{a['name']}#0"), reference.get(f"{a['name']}#1")) for a in archs]
-    pairs = [(a["top1"], b["top1"]) for a, b in pairs if a and b and math.isfinite(a["top1"] + b["top1"])]
-    if len(pairs) >= 5:
-        from scipy.stats import spearmanr
-        noise = float(spearmanr(*zip(*pairs))[0])
-        print(f"reference against itself (training seed 0 vs 1, {len(pairs)} architectures): Spearman {noise:.3f}")
-    best_free = max(table[p]["spearman"] for p in ("params", "flops"))
-    print(f"proxy beats the free baselines: {table['proxy']['spearman'] > best_free} "
-          f"(proxy {table['proxy']['spearman']:.3f} vs best of #params/FLOPs {best_free:.3f}); "
-          f"target rho >= 0.85: {'met' if table['proxy']['spearman'] >= 0.85 else 'NOT met'}")
-    screens = [prescreen(rows, s, keep) for s in ("synflow", "naswot", "jacob_cov") for keep in (0.5, 0.75)]
-    for s in screens:
-        print(f"pre-screen by {s['score']:<9} keeping {s['keep']:.0%}: reference mean {s['kept_reference']:.1f}% kept "
-              f"against {s['dropped_reference']:.1f}% dropped, {s['proxy_time_saved']:.0%} of proxy training saved")
-    suffix = "" if args.proxy_epochs == DEFAULT_PROXY_EPOCHS else f"_{args.proxy_epochs}epochs"
-    out = RESULTS / f"proxy_fidelity{suffix}.json"
-    settings = sorted({json.dumps(r.get("settings")) for r in reference.values()})
-    out.write_text(json.dumps(dict(machine=platform.machine(), threads=args.threads, date=time.strftime("%Y-%m-%d"),
-                                   dataset=args.dataset, reference_settings=settings,
-                                   proxy_settings={**PROXY, "epochs": args.proxy_epochs}, rows=rows, correlations=table,
-                                   reference_self_spearman=noise, prescreen=screens), indent=2))
-    print(f"wrote {out}")
+    if args.phase == "reference":
+        two = {a["name"] for a in archs[::2]}  # every other one: seeds, searched and random alike
+        repeats = {a["name"]: 2 if a["name"] in two else 1 for a in archs}
+        data_sizes = REFERENCE.with_(train_images=60_000, val_images=10_000)
+        train_runs(archs[shard::shards], data_sizes, repeats, RESULTS / f"reference_{shard}of{shards}.json",
+                   args.device, args.threads)
+    elif args.phase == "proxy":
+        train_runs(archs[shard::shards], VARIANTS[args.variant].with_(val_images=PROXY_VAL),
+                   {a["name"]: 1 for a in archs}, RESULTS / f"proxy_{args.variant}_{shard}of{shards}.json",
+                   args.device, args.threads)
+    elif args.phase == "scores":
+        zero_cost_scores(archs, RESULTS / "zero_cost.json")
+    else:
+        for kind in ["reference", *(f"proxy_{v}" for v in VARIANTS)]:
+            merged: dict[str, Any] = {}
+            for part in sorted(RESULTS.glob(f"{kind}_*of*.json")):
+                merged.update(_load(part))
+            if merged:
+                (RESULTS / f"{kind}.json").write_text(json.dumps(merged, indent=1))
+        table(archs)
 
 
 if __name__ == "__main__":
