@@ -19,11 +19,12 @@ import torch
 
 import nas
 from nas.budget import fit_to_budget
-from nas.search import SearchConfig
 from search_spaces import SEEDS
 from trials.data import load_dataset
+from trials.fidelity import PROXY
 from trials.train import ProxyConfig, train_and_evaluate
-from trials.trial import ProxyScale, proxy_spec
+
+BUDGET_FLOPS = 5e9  # the quick start's search
 
 
 def main() -> None:
@@ -33,19 +34,17 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    defaults = SearchConfig(budget_flops=5e9, out=Path("."))
-    data = load_dataset("synthetic", img_size=defaults.proxy_img_size, max_train=defaults.proxy_train,
-                        max_val=defaults.proxy_val)
-    scale = ProxyScale(width=defaults.proxy_width, max_depth=defaults.proxy_depth)
+    train, val = PROXY.default_sample("synthetic")
+    data = load_dataset("synthetic", img_size=PROXY.img_size, max_train=train, max_val=val)
     results: dict[str, list[float]] = {}
     for name in args.seeds.split(","):
-        spec, _ = fit_to_budget(SEEDS[name], defaults.budget_flops)
+        spec, _ = fit_to_budget(SEEDS[name], BUDGET_FLOPS)
         results[name] = []
         for training_seed in range(args.repeats):
             start = time.perf_counter()
             torch.manual_seed(training_seed)
-            model = nas.build_model(proxy_spec(spec, scale), num_classes=data.num_classes, img_size=data.img_size)
-            cfg = ProxyConfig(epochs=defaults.proxy_epochs, lr=defaults.proxy_lr, seed=training_seed)
+            model = nas.build_model(PROXY.model_spec(spec), num_classes=data.num_classes, img_size=data.img_size)
+            cfg = ProxyConfig.from_fidelity(PROXY, seed=training_seed)
             top1 = train_and_evaluate(model, data, cfg).final_top1
             results[name].append(top1)
             print(f"{name:<10} seed {training_seed}: {top1:5.1f}%  ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -22,9 +22,10 @@ import nas
 from nas.budget import fit_to_budget
 from search_spaces import SEEDS
 from trials.data import load_dataset
+from trials.fidelity import PROXY
 from trials.latency import measure_latency
 from trials.train import ProxyConfig
-from trials.trial import ProxyScale, TrialSettings, proxy_spec, run_trial
+from trials.trial import TrialSettings, run_trial
 
 
 def bare_loop(spec, data, cfg: ProxyConfig) -> float:
@@ -68,8 +69,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     defaults = TrialSettings(threads=args.threads, latency_threads=args.threads)
     spec, _ = fit_to_budget(SEEDS[args.seed_name], 5e9)
-    data = load_dataset("synthetic", img_size=32, max_train=3000, max_val=1000)
-    proxy = proxy_spec(spec, ProxyScale())
+    train, val = PROXY.default_sample("synthetic")
+    data = load_dataset("synthetic", img_size=PROXY.img_size, max_train=train, max_val=val)
+    proxy = PROXY.model_spec(spec)
     times = {"trial": [], "bare": [], "trial+latency": [], "bare+latency": []}
     for _ in range(args.repeats):
         start = time.perf_counter()

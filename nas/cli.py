@@ -7,7 +7,7 @@ import math
 import os
 import sys
 import time
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 from search_spaces import SEEDS
@@ -17,11 +17,11 @@ from trials.data import (
     FASHION_MNIST_DIR,
     DatasetError,
     check_dataset,
-    default_samples,
 )
+from trials.fidelity import PROMOTION, PROXY
 
 from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency, space_floor
-from .search import SearchConfig
+from .search import DEFAULT_PROMOTE, SearchConfig
 
 __all__ = ["search_main", "UsageError"]
 
@@ -45,6 +45,7 @@ def _int_at_least(minimum: int):
 
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
+_DEFAULTS = {f.name: f.default for f in fields(SearchConfig)}  # one place: SearchConfig (its proxy: PROXY)
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -63,8 +64,17 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-threads", type=_positive_int, default=1,
                    help="CPU threads for latency, the same for every trial of the run whatever --workers is "
                         "(default 1; kept by --resume)")
-    p.add_argument("--trials", type=_positive_int, help="candidates to complete (default 24)")
-    p.add_argument("--workers", type=_positive_int, help="concurrent trials (default 2)")
+    p.add_argument("--trials", type=_positive_int, help=f"candidates to complete (default {_DEFAULTS['trials']})")
+    p.add_argument("--workers", type=_positive_int,
+                   help=f"concurrent trials and promotions (default {_DEFAULTS['workers']})")
+    real_train = PROMOTION.default_sample("fashion-mnist")[0]
+    synthetic_train = PROMOTION.default_sample("synthetic")[0]
+    p.add_argument("--promote", type=_non_negative_int, metavar="K",
+                   help="after the search, train again the K front members that add most hypervolume, as the full "
+                        f"model for {PROMOTION.epochs} epochs on {PROMOTION.train_factor:g}x the proxy's training "
+                        f"images ({synthetic_train:,} synthetic, {real_train:,} real by default), and record their "
+                        f"accuracy beside the proxy's (default {DEFAULT_PROMOTE}; 0: none; a resumed run "
+                        "may change it)")
     p.add_argument("--sampler", default="tpe", choices=("tpe", "nsga2", "random"),
                    help="Optuna sampler (default tpe: multivariate, multi-objective)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the sampler, data and training")
@@ -78,18 +88,22 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--ray-address", help="HOST:PORT or 'auto': run on an existing Ray cluster")
     p.add_argument("--cpus-per-trial", type=_positive_int, help="CPUs per trial (default: cores / workers)")
     p.add_argument("--seeds", default="all", help="comma-separated seed names to queue first, 'all' or 'none'")
-    g = p.add_argument_group("proxy training")
-    g.add_argument("--proxy-img-size", type=_positive_int, default=32)
-    g.add_argument("--proxy-epochs", type=_positive_int, default=4)
-    g.add_argument("--proxy-lr", type=float, default=2e-3, help="AdamW learning rate (cosine schedule)")
-    synthetic, real = default_samples("synthetic"), default_samples("fashion-mnist")
+    g = p.add_argument_group("proxy training (defaults: trials.fidelity.PROXY)")
+    g.add_argument("--proxy-img-size", type=_positive_int, default=PROXY.img_size,
+                   help="image side in pixels (default %(default)s)")
+    g.add_argument("--proxy-epochs", type=_positive_int, default=PROXY.epochs, help="epochs (default %(default)s)")
+    g.add_argument("--proxy-lr", type=float, default=PROXY.lr,
+                   help="AdamW learning rate, cosine schedule (default %(default)g)")
+    synthetic, real = PROXY.default_sample("synthetic"), PROXY.default_sample("fashion-mnist")
     g.add_argument("--proxy-train", type=_positive_int, help=f"training images (default {synthetic[0]} on the "
                    f"synthetic data, {real[0]} on real data, where 3000 held the seeds' proxies to 84%% at most on "
                    "Fashion-MNIST)")
     g.add_argument("--proxy-val", type=_positive_int, help=f"held-out images (default {synthetic[1]} on the "
                    f"synthetic data, {real[1]} on real data: Fashion-MNIST's whole test set)")
-    g.add_argument("--proxy-width", type=float, default=0.5, help="width multiplier of the proxy")
-    g.add_argument("--proxy-depth", type=_positive_int, default=2, help="blocks per stage at most in the proxy")
+    g.add_argument("--proxy-width", type=float, default=PROXY.width,
+                   help="width multiplier of the proxy (default %(default)s)")
+    g.add_argument("--proxy-depth", type=_positive_int, default=PROXY.max_depth,
+                   help="blocks per stage at most in the proxy (default %(default)s)")
     g.add_argument("--min-per-class", type=_non_negative_int, default=DEFAULT_MIN_PER_CLASS,
                    help="imagefolder: when --proxy-train images spread over all classes give fewer than this many "
                         "per class, train on a seeded subset of proxy-train // N classes (default "
@@ -122,7 +136,8 @@ def _resumed_config(args: argparse.Namespace) -> SearchConfig:
     _writable_run_dir(args.resume, resume=True)
     saved = SearchConfig.load(args.resume / "config.json")
     changes = {k: v for k, v in dict(trials=args.trials, workers=args.workers, ray_address=args.ray_address,
-                                     cpus_per_trial=args.cpus_per_trial).items() if v is not None}
+                                     cpus_per_trial=args.cpus_per_trial, promote=args.promote).items()
+               if v is not None}
     return replace(saved, out=args.resume, resume=True, **changes)
 
 
@@ -162,17 +177,19 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         import torch
         if not torch.cuda.is_available():
             raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
-    proxy_train, proxy_val = default_samples(args.dataset)
+    proxy_train, proxy_val = PROXY.default_sample(args.dataset)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     _writable_run_dir(out, resume=False)
     return SearchConfig(
-        budget_flops=budget, out=out, trials=args.trials or 24, workers=args.workers or 2, sampler=args.sampler,
+        budget_flops=budget, out=out, trials=args.trials or _DEFAULTS["trials"],
+        workers=args.workers or _DEFAULTS["workers"], sampler=args.sampler,
         seed=args.seed, latency_budget_ms=latency, latency_device=args.latency_device,
         latency_threads=args.latency_threads, dataset=args.dataset, data_dir=args.data_dir,
         proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr,
         proxy_train=args.proxy_train or proxy_train, proxy_val=args.proxy_val or proxy_val,
         proxy_width=args.proxy_width, proxy_depth=args.proxy_depth, min_per_class=args.min_per_class,
-        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds)
+        ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds,
+        promote=DEFAULT_PROMOTE if args.promote is None else args.promote)
 
 
 def setup_logging(run_dir: Path) -> None:

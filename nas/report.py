@@ -1,66 +1,50 @@
 """The Pareto-front report: one self-contained HTML page (it opens offline) and an optional PNG.
 
 Accuracy against FLOPs and against latency with the non-dominated front as a line and the budgets as
-lines, seeds labelled, each point's hover telling its layout, kernels, heads and numbers; the
-hypervolume of the front as trials complete; and a table of the front.
+lines, seeds labelled, each point's hover telling its layout, kernels, heads and numbers; promoted
+members' higher-fidelity accuracy as a second marker joined to the proxy's; the hypervolume of the
+front as trials complete; and a table of the front with the proxy's and the promoted accuracy and their
+rank agreement.
 """
 from __future__ import annotations
 
+import html
 import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from search_spaces.spec import ArchSpec
 
-from .results import pareto_front, pareto_mask
+from .results import (
+    HV_REFERENCE,
+    completed_rows,
+    hypervolume,
+    hypervolume_points,
+    normalised_objectives,
+    pareto_front,
+    pareto_mask,
+    promotion_summary,
+)
 
+# hypervolume and normalised_objectives live in nas.results (the search uses them too) and stay importable here
 __all__ = ["hypervolume", "hypervolume_history", "normalised_objectives", "describe_blocks", "write_report",
-           "write_png"]
+           "write_png", "promotion_text"]
 
 _logger = logging.getLogger(__name__)
 
 
-def hypervolume(points: np.ndarray, reference: np.ndarray) -> float:
-    """Exact hypervolume dominated by `points` (minimisation, 3 objectives) up to `reference`."""
-    pts = np.asarray(points, float)
-    pts = pts[np.all(pts < reference, axis=1)]
-    if len(pts) == 0:
-        return 0.0
-    pts = pts[np.argsort(pts[:, 2])]
-    volume = 0.0
-    for i in range(len(pts)):  # slab between this point's z and the next one's
-        z_top = pts[i + 1, 2] if i + 1 < len(pts) else reference[2]
-        if z_top <= pts[i, 2]:
-            continue
-        area, best_y = 0.0, reference[1]
-        for x, y in sorted(map(tuple, pts[: i + 1, :2])):  # 2-D union of boxes [x, ref_x] x [y, ref_y]
-            if y < best_y:
-                area += (reference[0] - x) * (best_y - y)
-                best_y = y
-        volume += area * (z_top - pts[i, 2])
-    return volume
-
-
-def normalised_objectives(frame: pd.DataFrame, budget: float, max_latency: float) -> np.ndarray:
-    """Normalised minimisation objectives: 1 - accuracy, FLOPs / budget, latency / worst latency."""
-    return np.stack([1 - frame.accuracy.to_numpy(float) / 100, frame.flops.to_numpy(float) / budget,
-                     frame.latency_ms.to_numpy(float) / max_latency], axis=1)
-
-
 def hypervolume_history(frame: pd.DataFrame, budget: float) -> pd.DataFrame:
     """Hypervolume of the completed trials' front after each trial (in trial-number order)."""
-    done = frame[frame.state == "COMPLETE"].dropna(subset=["accuracy", "flops", "latency_ms"]).sort_values("number")
+    done = completed_rows(frame).sort_values("number")
     if done.empty:
         return pd.DataFrame(columns=["number", "hypervolume"])
-    points = normalised_objectives(done, budget, float(done.latency_ms.max()) * 1.1)
-    reference = np.array([1.0, 1.0, 1.0])
+    points = hypervolume_points(done, budget)
     return pd.DataFrame({"number": done.number.to_numpy(),
-                         "hypervolume": [hypervolume(points[: i + 1], reference) for i in range(len(done))]})
+                         "hypervolume": [hypervolume(points[: i + 1], HV_REFERENCE) for i in range(len(done))]})
 
 
 def describe_blocks(spec_json: str) -> str:
@@ -87,7 +71,60 @@ def _hover(frame: pd.DataFrame) -> list[str]:
             f"{r.latency_ms:.1f} ms, proxy top-1 {r.accuracy:.2f}%" for r in frame.itertuples()]
 
 
-def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, latency_budget: float | None) -> list:
+def _fidelity_words(fidelity: dict | None) -> str:
+    if not fidelity:
+        return "a higher fidelity"
+    size = "the full model" if fidelity.get("width") == 1.0 and fidelity.get("max_depth") is None else (
+        f"width x{fidelity.get('width')}, depth <= {fidelity.get('max_depth')}")
+    images = fidelity.get("train_images")
+    return (f"{size}, {fidelity.get('epochs')} epochs on {images:,} images of {fidelity.get('img_size')} px"
+            if isinstance(images, int) else f"{size}, {fidelity.get('epochs')} epochs")
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:+.2f}"
+
+
+def promotion_text(summary: dict | None) -> str:
+    """One sentence on the promotions: how many, at what fidelity, and the rank agreement (plain text)."""
+    if not summary or not (summary.get("members") or summary.get("promotions_failed")):
+        return ""
+    members = summary["members"]
+    pairs = ", ".join(f"trial {m['number']} {m['proxy_accuracy']:.1f}% -> {m['promoted_accuracy']:.1f}%"
+                      for m in members)
+    text = (f"Promoted {len(members)} front member(s) ({_fidelity_words(summary.get('fidelity'))}): {pairs}. "
+            f"Rank agreement, proxy vs promoted top-1: Spearman {_fmt(summary.get('spearman'))}, "
+            f"Kendall {_fmt(summary.get('kendall'))}")
+    text += f" ({summary['note']})." if summary.get("note") else "."
+    if summary.get("promotions_failed"):
+        text += f" {summary['promotions_failed']} promotion(s) failed (their error is in trials.csv)."
+    return text
+
+
+def _promoted_traces(main, done: pd.DataFrame, x: str, scale: float, col: int, fidelity: dict | None) -> None:
+    """Each promoted member's higher-fidelity accuracy: a diamond above or below its proxy point, joined to it."""
+    import plotly.graph_objects as go
+
+    if "promoted_accuracy" not in done or done.promoted_accuracy.isna().all():
+        return
+    promoted = done[done.promoted_accuracy.notna()]
+    xs = promoted[x].astype(float).to_numpy() / scale
+    line_x, line_y = [], []
+    for xv, proxy, full in zip(xs, promoted.accuracy, promoted.promoted_accuracy):
+        line_x += [xv, xv, None]
+        line_y += [proxy, full, None]
+    main.add_trace(go.Scatter(x=line_x, y=line_y, mode="lines", line=dict(width=1.5, color="#2ca02c", dash="dot"),
+                              hoverinfo="skip", showlegend=False, legendgroup="promoted"), row=1, col=col)
+    hover = [f"trial {r.number} promoted ({_fidelity_words(fidelity)}):<br>proxy top-1 {r.accuracy:.2f}% -> "
+             f"promoted top-1 {r.promoted_accuracy:.2f}%" for r in promoted.itertuples()]
+    main.add_trace(go.Scatter(x=xs, y=promoted.promoted_accuracy, mode="markers", text=hover, hoverinfo="text",
+                              name="promoted: top-1 at the higher fidelity (dotted: from its proxy's)",
+                              marker=dict(symbol="diamond", size=11, color="#2ca02c"), legendgroup="promoted",
+                              showlegend=col == 1), row=1, col=col)
+
+
+def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, latency_budget: float | None,
+             promotion: dict | None = None) -> list:
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
@@ -106,6 +143,7 @@ def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, lat
                             line=dict(width=[2.5 if f else 0 for f in on_front], color="#d62728")),
                 text=_hover(part), hoverinfo="text", legendgroup=state, showlegend=col == 1), row=1, col=col)
         done = shown[shown.state == "COMPLETE"]
+        _promoted_traces(main, done, x, scale, col, (promotion or {}).get("fidelity"))
         if len(done):  # the front of accuracy against this one cost
             costs = done[x].to_numpy(float)
             mask = pareto_mask(done.accuracy.to_numpy(float), costs, costs)
@@ -122,7 +160,8 @@ def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, lat
         main.add_vline(x=budget / 1e9, line_dash="dash", annotation_text="budget", row=1, col=1)
     if latency_budget:
         main.add_vline(x=latency_budget, line_dash="dash", annotation_text="latency budget", row=1, col=2)
-    main.update_yaxes(title_text="proxy top-1 (%)")
+    promoted = "promoted_accuracy" in frame and frame.promoted_accuracy.notna().any()
+    main.update_yaxes(title_text="top-1 (%): proxy, promoted (diamonds)" if promoted else "proxy top-1 (%)")
     main.update_layout(height=520, title="hybrid-nas search: accuracy against cost")
 
     history = hypervolume_history(frame, budget or float(frame.flops.max() or 1))
@@ -130,26 +169,37 @@ def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, lat
     hv.update_layout(height=320, title="hypervolume of the front after each trial (normalised objectives)",
                      xaxis_title="trial number", yaxis_title="hypervolume")
 
-    columns = ["number", "seed", "layout", "params", "flops", "latency_ms", "accuracy"]
-    cells = front[columns].copy() if len(front) else pd.DataFrame(columns=columns)
+    columns = ["number", "seed", "layout", "params", "flops", "latency_ms", "accuracy", "promoted_accuracy"]
+    cells = front.reindex(columns=columns).copy() if len(front) else pd.DataFrame(columns=columns)
     cells["flops"] = (cells.flops.astype(float) / 1e9).round(3)
     cells["params"] = (cells.params.astype(float) / 1e6).round(2)
     cells["latency_ms"] = cells.latency_ms.astype(float).round(1)
     cells["accuracy"] = cells.accuracy.astype(float).round(2)
+    cells["promoted_accuracy"] = cells.promoted_accuracy.astype(float).round(2).astype(object).where(
+        cells.promoted_accuracy.notna(), "")
     cells["blocks"] = [describe_blocks(s) for s in front.spec] if len(front) else []
     table = go.Figure(go.Table(
         header=dict(values=["trial", "seed", "layout", "params (M)", "GFLOPs", "latency (ms)", "proxy top-1 (%)",
-                            "blocks"]),
+                            "promoted top-1 (%)", "blocks"]),
         cells=dict(values=[cells[c].fillna("") for c in cells.columns])))
-    table.update_layout(title=f"Pareto front ({len(front)} architectures)", height=200 + 60 * max(1, len(front)))
+    agreement = ""
+    if promotion and promotion.get("members"):
+        agreement = (f"<br><sub>promoted vs proxy rank agreement over {promotion['n']} member(s): Spearman "
+                     f"{_fmt(promotion.get('spearman'))}, Kendall {_fmt(promotion.get('kendall'))}</sub>")
+    table.update_layout(title=f"Pareto front ({len(front)} architectures){agreement}",
+                        height=200 + 60 * max(1, len(front)))
     return [main, hv, table]
 
 
 def write_report(frame: pd.DataFrame, path: Path, budget: float | None = None,
-                 latency_budget: float | None = None, front: pd.DataFrame | None = None) -> Path:
-    """Write the self-contained page (plotly.js inlined once, about 5 MB); `front` if already known."""
+                 latency_budget: float | None = None, front: pd.DataFrame | None = None,
+                 promotion: dict | None = None) -> Path:
+    """Write the self-contained page (plotly.js inlined once, about 5 MB); `front` and `promotion`
+    (`nas.results.promotion_summary`) if already known."""
     front = pareto_front(frame) if front is None else front
-    figures = _figures(frame, front, budget, latency_budget)
+    if promotion is None and "promoted_accuracy" in frame:
+        promotion = promotion_summary(frame)
+    figures = _figures(frame, front, budget, latency_budget, promotion)
     body = "\n".join(fig.to_html(full_html=False, include_plotlyjs=(i == 0), div_id=f"figure-{i}")
                      for i, fig in enumerate(figures))
     points = int(frame.state.isin(["COMPLETE", "PRUNED"]).sum())
@@ -157,6 +207,7 @@ def write_report(frame: pd.DataFrame, path: Path, budget: float | None = None,
 <html><head><meta charset="utf-8"><title>hybrid-nas Pareto front</title></head>
 <body data-points="{points}">
 <h2>hybrid-nas: {points} trained candidates, {len(front)} on the front</h2>
+{f'<p id="promotion">{html.escape(promotion_text(promotion))}</p>' if promotion_text(promotion) else ""}
 {body}
 </body></html>""")
     return path
@@ -174,12 +225,16 @@ def write_png(frame: pd.DataFrame, path: Path, budget: float | None = None) -> P
         _logger.info("no PNG: kaleido and a Chromium are needed (pip install kaleido; apt-get install chromium)")
         return None
     os.environ.setdefault("BROWSER_PATH", browser)
-    _figures(frame, pareto_front(frame), budget, None)[0].write_image(str(path), width=1400, height=560)
+    promotion = promotion_summary(frame) if "promoted_accuracy" in frame else None
+    _figures(frame, pareto_front(frame), budget, None, promotion)[0].write_image(str(path), width=1400, height=560)
     return path
 
 
 def front_records(front: pd.DataFrame) -> list[dict]:
-    """pareto.json's records: the non-dominated specs (rows of `pareto_front`) with their numbers."""
+    """pareto.json's records: the non-dominated specs (rows of `pareto_front`) with their numbers;
+    `promoted_accuracy` is the top-1 of the member's promotion (null where it was not promoted)."""
+    promoted = front.promoted_accuracy if "promoted_accuracy" in front else pd.Series(float("nan"), front.index)
     return [dict(number=int(r.number), seed=r.seed if isinstance(r.seed, str) else "", layout=r.layout,
                  params=int(r.params), flops=int(r.flops), latency_ms=float(r.latency_ms),
-                 accuracy=float(r.accuracy), spec=json.loads(r.spec)) for r in front.itertuples()]
+                 accuracy=float(r.accuracy), promoted_accuracy=None if pd.isna(p) else float(p),
+                 spec=json.loads(r.spec)) for r, p in zip(front.itertuples(), promoted)]

@@ -8,6 +8,12 @@ is narrowed to the budget (`nas.budget.budget_limits`) so that small budgets are
 the seeds go first, scaled into the budget, twins merged into one trial (`fit_seeds`).
 Resuming reopens the study, fails the trials a killed run left RUNNING, re-queues their candidates
 and runs only what is missing.
+
+Promotions (`--promote K`, `run_promotions`): once the search has its trials, the K front members that
+add most hypervolume are trained again at `trials.fidelity.PROMOTION` (the full model, more images) as
+Ray tasks in the same Ray session, and recorded in the study as trials of their own that point at the
+original (`promotion_of`). How they are kept out of the search's counts, front and sampler: see
+`record_promotion_start`.
 """
 from __future__ import annotations
 
@@ -18,7 +24,7 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import optuna
 from optuna.trial import TrialState
@@ -28,23 +34,35 @@ from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
 from search_spaces.spec import ArchSpec
 from trials.data import DEFAULT_MIN_PER_CLASS
+from trials.fidelity import PROMOTION, PROXY, Fidelity
 
 from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
 from .count import count
 
+if TYPE_CHECKING:
+    import pandas as pd
+
 __all__ = ["SearchConfig", "BudgetedOptunaSearch", "run_search", "open_study", "fit_seeds", "FittedSeed",
-           "STUDY_NAME", "OBJECTIVES"]
+           "STUDY_NAME", "OBJECTIVES", "DEFAULT_PROMOTE", "completed_trials", "is_promotion", "reconcile",
+           "promotion_choice", "pending_promotions", "record_promotion_start", "record_promotion_end",
+           "run_promotions"]
 
 _logger = logging.getLogger(__name__)
 STUDY_NAME = "hybrid-nas"
 OBJECTIVES = (("accuracy", "max"), ("flops", "min"), ("latency_ms", "min"))
 # Values told to Optuna for a candidate rejected before training (its constraint marks it infeasible).
 _REJECTED_LATENCY_MS = 1e9
+DEFAULT_PROMOTE = 2  # front members promoted after a search (--promote)
+_PROXY_TRAIN, _PROXY_VAL = PROXY.default_sample("synthetic")  # the default dataset's
 
 
 @dataclass
 class SearchConfig:
-    """What `scripts/search.py` asks for; defaults are the command's defaults."""
+    """What `scripts/search.py` asks for; defaults are the command's defaults, the proxy's from
+    `trials.fidelity.PROXY`, except `promote`: 0 here (library callers, benchmarks and runs saved before
+    promotions existed opt in), `DEFAULT_PROMOTE` on the command line. `promotion` is the promotions'
+    fidelity as a dict (saved in config.json, so that a resumed run promotes as it started); None:
+    `trials.fidelity.PROMOTION` made concrete for this proxy (`Fidelity.above`)."""
 
     budget_flops: float
     out: Path
@@ -58,19 +76,37 @@ class SearchConfig:
     latency_threads: int = 1  # the same for every trial of a study, whatever --workers says
     dataset: str = "synthetic"
     data_dir: str | None = None
-    proxy_img_size: int = 32
-    proxy_epochs: int = 4
-    proxy_lr: float = 2e-3
-    proxy_train: int = 3000
-    proxy_val: int = 1000
-    proxy_width: float = 0.5
-    proxy_depth: int = 2
+    proxy_img_size: int = PROXY.img_size
+    proxy_epochs: int = PROXY.epochs
+    proxy_lr: float = PROXY.lr
+    proxy_train: int = _PROXY_TRAIN
+    proxy_val: int = _PROXY_VAL
+    proxy_width: float = PROXY.width
+    proxy_depth: int | None = PROXY.max_depth
+    proxy_batch: int = PROXY.batch_size
+    proxy_warmup: float = PROXY.warmup_epochs
     min_per_class: int = DEFAULT_MIN_PER_CLASS  # imagefolder: fewer classes rather than fewer images per class
     grace_epochs: int = 2
     ray_address: str | None = None
     cpus_per_trial: int | None = None
     seeds: tuple[str, ...] = field(default_factory=lambda: tuple(SEEDS))
     resume: bool = False
+    promote: int = 0  # front members to promote after the search (the command's default: DEFAULT_PROMOTE)
+    promotion: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        if self.promotion is None:
+            self.promotion = asdict(PROMOTION.above(self.proxy_fidelity()))
+
+    def proxy_fidelity(self) -> Fidelity:
+        """The proxy this run trains, image counts included."""
+        return Fidelity(width=self.proxy_width, max_depth=self.proxy_depth, img_size=self.proxy_img_size,
+                        train_images=self.proxy_train, val_images=self.proxy_val, epochs=self.proxy_epochs,
+                        lr=self.proxy_lr, batch_size=self.proxy_batch, warmup_epochs=self.proxy_warmup)
+
+    def promotion_fidelity(self) -> Fidelity:
+        """The fidelity this run's promotions train at, image counts included."""
+        return Fidelity(**self.promotion)
 
     def save(self, path: Path) -> None:
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
@@ -175,10 +211,15 @@ class BudgetedOptunaSearch(OptunaSearch):
         self._completed_trials.add(trial_id)
 
 
+def is_promotion(trial: optuna.trial.FrozenTrial) -> bool:
+    """A promotion's trial (see `record_promotion_start`), not a searched candidate."""
+    return "promotion_of" in trial.user_attrs
+
+
 def completed_trials(study: optuna.Study) -> list[optuna.trial.FrozenTrial]:
-    """Trials trained to the end (what --trials counts): not pruned, failed or rejected."""
+    """Candidates trained to the end (what --trials counts): not pruned, failed, rejected or promotions."""
     done = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    return [t for t in done if "rejected" not in t.user_attrs]
+    return [t for t in done if "rejected" not in t.user_attrs and not is_promotion(t)]
 
 
 def _enough_completed(run_dir: Path, target: int):
@@ -217,14 +258,90 @@ def _seed_aware_asha():
     return SeedAwareASHA
 
 
-def reconcile(study: optuna.Study) -> int:
-    """After a killed run: fail the trials it left RUNNING and queue their candidates again."""
+def reconcile(study: optuna.Study) -> tuple[int, int]:
+    """After a killed run: fail the trials it left RUNNING and queue the searched candidates among them
+    again. A promotion left RUNNING is failed too but never queued as a candidate: `pending_promotions`
+    finds its member unpromoted and the promotion runs again. Returns (candidates re-queued, promotions)."""
     stale = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    promotions = 0
     for t in stale:
-        optuna.trial.Trial(study, t._trial_id).set_user_attr("interrupted", "the run was killed; re-queued")
+        promotion = is_promotion(t)
+        promotions += promotion
+        why = "the run was killed; the promotion runs again" if promotion else "the run was killed; re-queued"
+        optuna.trial.Trial(study, t._trial_id).set_user_attr("interrupted", why)
         study.tell(t.number, state=TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items() if k in ("seed", "scaled")})
-    return len(stale)
+        if not promotion:
+            study.enqueue_trial(t.params, user_attrs={k: v for k, v in t.user_attrs.items()
+                                                      if k in ("seed", "scaled")})
+    return len(stale) - promotions, promotions
+
+
+def promotion_choice(frame: pd.DataFrame, budget_flops: float, k: int) -> list[int]:
+    """Trial numbers of the `k` front members that contribute most hypervolume (exclusively, with the
+    report's normalisation; `nas.results.hypervolume_contributions`), largest first; the whole front
+    when it has fewer."""
+    from .results import hypervolume_contributions
+
+    return [int(n) for n in hypervolume_contributions(frame, budget_flops).index[:max(0, k)]]
+
+
+def pending_promotions(study: optuna.Study, budget_flops: float, k: int) -> list[int]:
+    """The chosen members (`promotion_choice`) without a finished promotion: none yet, or only ones a
+    kill interrupted. A promotion that failed with an error counts as finished (it would fail again)."""
+    from .results import trials_frame
+
+    if k <= 0:
+        return []
+    finished = {t.user_attrs["promotion_of"] for t in study.get_trials(deepcopy=False)
+                if is_promotion(t) and (t.state == TrialState.COMPLETE
+                                        or (t.state == TrialState.FAIL and "interrupted" not in t.user_attrs))}
+    return [n for n in promotion_choice(trials_frame(study), budget_flops, k) if n not in finished]
+
+
+# What a promotion's trial copies from its original: enough for trials.csv, the report and optuna-dashboard.
+_COPIED_ATTRS = ("seed", "scaled", "layout", "params", "flops", "latency_ms", "spec")
+
+
+def record_promotion_start(study: optuna.Study, original: optuna.trial.FrozenTrial, fidelity: Fidelity) -> int:
+    """Add the promotion of `original` to the study as a RUNNING trial of its own; returns its number.
+
+    How a promotion lives in the study without disturbing the search:
+    - its trial carries `promotion_of` (the original's number); `completed_trials` (what --trials
+      counts), the results' COMPLETE rows, the Pareto front and the hypervolume leave such trials out,
+      and trials.csv shows them as state PROMOTION;
+    - it has the original's parameters and distributions, and is finished (`record_promotion_end`)
+      with the original's values (proxy top-1, FLOPs, latency) and constraints, the promoted top-1
+      going to the user attribute `accuracy` only. The samplers see COMPLETE trials' values (TPE:
+      all of them, NSGA-II: those of its generations, which a promotion has none of), so a promotion
+      shows TPE (should a resume search on) a copy of a point it already knows, never a
+      higher-fidelity accuracy that no other candidate could be compared with; state FAIL would
+      have hidden it too but misnames a finished run, PRUNED would count it against its parameters;
+    - it is added directly (`create_new_trial`), not through `study.ask()`, which would take a
+      queued candidate's place; a kill leaves it RUNNING, and `reconcile` fails it without queueing.
+    """
+    attrs = {k: original.user_attrs[k] for k in _COPIED_ATTRS if k in original.user_attrs}
+    attrs.update(promotion_of=original.number, proxy_accuracy=original.values[0], fidelity=asdict(fidelity))
+    template = optuna.trial.create_trial(state=TrialState.RUNNING, params=original.params,
+                                         distributions=original.distributions, user_attrs=attrs,
+                                         constraints=original.constraints or None)
+    trial_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+    return study._storage.get_trial_number_from_id(trial_id)
+
+
+def record_promotion_end(study: optuna.Study, number: int, original: optuna.trial.FrozenTrial,
+                         result: dict[str, Any] | None = None, error: str | None = None) -> None:
+    """Finish promotion trial `number`: COMPLETE with `result` (`trials.trial.run_promotion`'s) or FAIL
+    with `error`."""
+    trial = optuna.trial.Trial(study, study._storage.get_trial_id_from_study_id_trial_number(study._study_id,
+                                                                                             number))
+    if error is not None or result is None:
+        trial.set_user_attr("error", f"promotion of trial {original.number} failed: {error}")
+        study.tell(number, state=TrialState.FAIL)
+        return
+    for key in ("accuracy", "val_top1", "train_loss", "epochs", "images", "duration_s", "cpu_s", "node"):
+        if key in result:
+            trial.set_user_attr(key, result[key])
+    study.tell(number, list(original.values))
 
 
 @dataclass
@@ -323,28 +440,116 @@ def _progress_callback(study: optuna.Study, cfg: SearchConfig, run_dir: Path):
     return Progress()
 
 
-def run_search(cfg: SearchConfig) -> optuna.Study:
-    """Run (or resume) a search into `cfg.out`; returns the study. The caller has validated cfg."""
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+def _promotion_task(spec_json: str, data: Any, fidelity: Fidelity, seed: int, threads: int) -> dict[str, Any]:
+    """A Ray task: one promotion (`trials.trial.run_promotion`); errors propagate to the driver."""
     import ray
-    from ray import tune
+
+    from trials.trial import run_promotion
+
+    result = run_promotion(ArchSpec.from_json(spec_json), data, fidelity, seed=seed, threads=threads)
+    return {**result, "node": ray.get_runtime_context().get_node_id()}
+
+
+def _error_line(err: BaseException) -> str:
+    cause = getattr(err, "cause", None) or err  # a RayTaskError carries the task's own exception
+    text = str(cause).strip().splitlines()
+    return f"{type(cause).__name__}: {text[0] if text else ''}"
+
+
+def run_promotions(study: optuna.Study, cfg: SearchConfig, cpus: int) -> int:
+    """Train the members `pending_promotions` names at the run's promotion fidelity as Ray tasks (up
+    to `cfg.workers` at once, `cpus` CPUs each) in the current Ray session, recording each in the study
+    as it starts and ends; a failed promotion is recorded with its error, never raised. Needs Ray
+    initialised. Returns the number of promotions run."""
+    import ray
 
     from trials.data import load_dataset
-    from trials.train import ProxyConfig
-    from trials.trial import ProxyScale, TrialSettings
+
+    from .report import promotion_text
+    from .results import promotion_summary, trials_frame, write_results
+
+    pending = pending_promotions(study, cfg.budget_flops, cfg.promote)
+    if not pending:
+        return 0
+    fidelity = cfg.promotion_fidelity()
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    # an image folder keeps a seeded subset of classes by images per class: scaled with the images, the
+    # promotion sees the proxy's classes and held-out images
+    scale = fidelity.train_images / max(1, cfg.proxy_train)
+    data = load_dataset(cfg.dataset, cfg.data_dir, img_size=fidelity.img_size, seed=cfg.seed,
+                        max_train=fidelity.train_images, max_val=fidelity.val_images,
+                        min_per_class=round(cfg.min_per_class * scale))
+    _logger.info("promoting %d front member(s), the largest hypervolume contributions (trials %s): the full model, "
+                 "%d epochs on %s images (held-out: %s)", len(pending), ", ".join(map(str, pending)), fidelity.epochs,
+                 f"{len(data.train_y):,}", f"{len(data.val_y):,}")
+    data_ref = ray.put(data)
+    task = ray.remote(num_cpus=cpus, max_retries=0)(_promotion_task)
+    queue, running = list(pending), {}
+    while queue or running:
+        while queue and len(running) < cfg.workers:
+            original = trials[queue.pop(0)]
+            number = record_promotion_start(study, original, fidelity)
+            _logger.info("promotion of trial %d (%s%s, proxy %.2f%%) started as trial %d", original.number,
+                         original.user_attrs.get("layout", ""),
+                         f", {original.user_attrs['seed']}" if original.user_attrs.get("seed") else "",
+                         original.values[0], number)
+            ref = task.remote(original.user_attrs["spec"], data_ref, fidelity, cfg.seed, cpus)
+            running[ref] = (number, original, time.monotonic())
+        ready, _ = ray.wait(list(running), num_returns=1)
+        number, original, began = running.pop(ready[0])
+        try:
+            result, error = ray.get(ready[0]), None
+        except Exception as err:  # a failed promotion is recorded; the search's results stand
+            result, error = None, _error_line(err)
+        record_promotion_end(study, number, original, result, error)
+        if error is None:
+            _logger.info("promotion of trial %d done in %.0f s (%.0f s of CPU): proxy %.2f%% -> promoted %.2f%% "
+                         "(trial %d)", original.number, time.monotonic() - began, result["cpu_s"],
+                         original.values[0], result["accuracy"], number)
+        else:
+            _logger.warning("promotion of trial %d failed after %.0f s (trial %d): %s", original.number,
+                            time.monotonic() - began, number, error)
+        write_results(study, cfg.out, cfg.budget_flops, html=False)
+    fidelity_dict = asdict(fidelity)
+    text = promotion_text(promotion_summary(trials_frame(study), fidelity_dict))
+    if text:
+        _logger.info("%s", text)
+    return len(pending)
+
+
+def _init_ray(cfg: SearchConfig) -> bool:
+    """Start or join Ray unless already initialised; True when this call started it."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    if cfg.ray_address:
+        ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.ERROR)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
+                 logging_level=logging.ERROR)
+    return True
+
+
+def run_search(cfg: SearchConfig) -> optuna.Study:
+    """Run (or resume) a search into `cfg.out`, then its promotions; returns the study. The caller has
+    validated cfg. Promotions run once the study holds `cfg.trials` completed candidates."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
+    import ray
 
     from .results import write_results
 
     run_dir = cfg.out
     seeds, left_out = fit_seeds(cfg.seeds, cfg.budget_flops)
-    data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
-                        max_train=cfg.proxy_train, max_val=cfg.proxy_val, min_per_class=cfg.min_per_class)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(run_dir)
     if cfg.resume:
-        stale = reconcile(study)
-        if stale:
-            _logger.info("resume: %d trial(s) interrupted by the kill were marked failed and re-queued", stale)
+        requeued, promotions = reconcile(study)
+        if requeued:
+            _logger.info("resume: %d trial(s) interrupted by the kill were marked failed and re-queued", requeued)
+        if promotions:
+            _logger.info("resume: %d promotion(s) interrupted by the kill were marked failed; they run again",
+                         promotions)
     else:
         cfg.save(run_dir / "config.json")
         for why in left_out:
@@ -357,22 +562,37 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         enqueue_seeds(study, seeds)
     remaining = cfg.trials - len(completed_trials(study))
     _logger.info("run directory %s: %d more trial(s) to complete (of %d)", run_dir, max(0, remaining), cfg.trials)
-    if remaining <= 0:
-        write_results(study, run_dir, cfg.budget_flops)
+    if remaining <= 0 and not pending_promotions(study, cfg.budget_flops, cfg.promote):
+        write_results(study, run_dir, cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms)
         return study
 
-    started_ray = not ray.is_initialized()
-    if started_ray:
-        if cfg.ray_address:
-            ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.ERROR)
-        else:
-            ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                     logging_level=logging.ERROR)
+    started_ray = _init_ray(cfg)
     cpus = cfg.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
-    settings = TrialSettings(
-        proxy=ProxyConfig(epochs=cfg.proxy_epochs, lr=cfg.proxy_lr, seed=cfg.seed), threads=cpus,
-        scale=ProxyScale(width=cfg.proxy_width, max_depth=cfg.proxy_depth), latency_device=cfg.latency_device,
-        latency_threads=cfg.latency_threads, latency_budget_ms=cfg.latency_budget_ms)
+    try:
+        if remaining > 0:
+            _search(study, cfg, seeds, remaining, cpus)
+        if cfg.promote and len(completed_trials(study)) >= cfg.trials:
+            run_promotions(study, cfg, cpus)
+    finally:
+        write_results(study, run_dir, cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms)
+        if started_ray:
+            ray.shutdown()
+    return study
+
+
+def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], remaining: int, cpus: int) -> None:
+    """The search proper: Ray Tune trials proposed by Optuna until `remaining` more have completed."""
+    from ray import tune
+
+    from trials.data import load_dataset
+    from trials.trial import TrialSettings
+
+    run_dir = cfg.out
+    data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
+                        max_train=cfg.proxy_train, max_val=cfg.proxy_val, min_per_class=cfg.min_per_class)
+    settings = TrialSettings(fidelity=cfg.proxy_fidelity(), seed=cfg.seed, threads=cpus,
+                             latency_device=cfg.latency_device, latency_threads=cfg.latency_threads,
+                             latency_budget_ms=cfg.latency_budget_ms)
     space = SearchSpace(budget_limits(cfg.budget_flops, keep=tuple(seed.spec for seed in seeds)))
     searcher = BudgetedOptunaSearch(
         space=space, metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
@@ -397,7 +617,3 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         tuner.fit()
     finally:
         searcher.close_unstarted()
-        write_results(study, run_dir, cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms)
-        if started_ray:
-            ray.shutdown()
-    return study

@@ -12,12 +12,14 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
 from nas.ops.dynamic import anneal_temperature, set_temperature
 from trials.data import TrialData
+from trials.fidelity import PROXY, Fidelity
 
 _logger = logging.getLogger(__name__)
 
@@ -34,14 +36,15 @@ class StopTrial(Exception):
 
 @dataclass
 class ProxyConfig:
-    """Hyper-parameters of a proxy run; defaults suit a few-epoch run on a small CPU."""
+    """Hyper-parameters of a proxy run; epochs, batch, learning rate and warmup default to the search's
+    proxy (`trials.fidelity.PROXY`), `from_fidelity` takes them from any other fidelity."""
 
-    epochs: int = 5
-    batch_size: int = 64
-    lr: float = 2e-3
+    epochs: int = PROXY.epochs
+    batch_size: int = PROXY.batch_size
+    lr: float = PROXY.lr
     weight_decay: float = 0.05
     label_smoothing: float = 0.1
-    warmup_epochs: float = 0.0  # linear warmup before the cosine decay, may be fractional
+    warmup_epochs: float = PROXY.warmup_epochs  # linear warmup before the cosine decay, may be fractional
     min_lr_ratio: float = 0.01  # cosine floor as a fraction of lr
     seed: int = 0
     num_threads: int | None = None  # torch.set_num_threads during the trial; None keeps the current
@@ -58,6 +61,13 @@ class ProxyConfig:
                              f"got {self.temperature_anneal}: the run must end at temperature 1")
         if not self.temperature_start > 0:
             raise ValueError(f"temperature_start must be > 0, got {self.temperature_start}")
+
+    @classmethod
+    def from_fidelity(cls, fidelity: Fidelity, **changes: Any) -> ProxyConfig:
+        """The training run of `fidelity` (its epochs, batch, learning rate, warmup); `changes` set the rest
+        (seed, num_threads, device, ...)."""
+        return cls(epochs=fidelity.epochs, batch_size=fidelity.batch_size, lr=fidelity.lr,
+                   warmup_epochs=fidelity.warmup_epochs, **changes)
 
 
 @dataclass

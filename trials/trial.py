@@ -1,26 +1,28 @@
-"""One search trial: count the full-size model, measure its latency, train its proxy, report.
+"""One search trial: count the full-size model, measure its latency, train its proxy, report; and one
+promotion: train a candidate again at a higher fidelity.
 
-The trial is plain Python (no Ray): `nas.search` wraps it as a Ray Tune trainable. FLOPs and latency
-belong to the full-size model at 224x224; accuracy to the proxy (smaller images, width and depth).
+Both are plain Python (no Ray): `nas.search` wraps the trial as a Ray Tune trainable and the promotion
+as a Ray task. FLOPs and latency belong to the full-size model at 224x224; accuracy to the model
+trained at the fidelity (`trials.fidelity`): the proxy's (smaller images, width and depth) in a trial.
 """
 from __future__ import annotations
 
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 import nas
-from search_spaces.scaling import scale_spec
 from search_spaces.spec import ArchSpec
 from trials.data import TrialData
+from trials.fidelity import PROXY, Fidelity
 from trials.latency import measure_latency
 from trials.train import ProxyConfig, train_and_evaluate
 
-__all__ = ["ProxyScale", "TrialSettings", "run_trial", "proxy_spec"]
+__all__ = ["ProxyScale", "TrialSettings", "run_trial", "run_promotion", "proxy_spec"]
 
 _logger = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
@@ -28,18 +30,20 @@ Report = Callable[[dict[str, Any]], None]
 
 @dataclass
 class ProxyScale:
-    """How much smaller the trained proxy is than the full model (image size comes from the data)."""
+    """How much smaller a trained model is than the full one; the model half of a `Fidelity`, kept for
+    callers that scale specs by hand (`proxy_spec`). Defaults: the search's proxy."""
 
-    width: float = 0.5  # stage widths x this, rounded to multiples of 16
-    max_depth: int = 2  # blocks per stage at most
+    width: float = PROXY.width  # stage widths x this, rounded to multiples of 16
+    max_depth: int | None = PROXY.max_depth  # blocks per stage at most (None: all)
 
 
 @dataclass
 class TrialSettings:
-    """Everything a trial needs besides the spec and the data."""
+    """Everything a trial needs besides the spec and the data. The proxy's model size and training
+    run both come from `fidelity` (its image counts and size are the data's business)."""
 
-    proxy: ProxyConfig = field(default_factory=ProxyConfig)
-    scale: ProxyScale = field(default_factory=ProxyScale)
+    fidelity: Fidelity = PROXY
+    seed: int = 0  # weights' initialisation and batch order
     img_size: int = 224  # the full-size model's resolution, for FLOPs and latency
     latency_device: str = "cpu"
     latency_warmup: int = 3
@@ -48,10 +52,16 @@ class TrialSettings:
     latency_threads: int = 1  # fixed for a whole study, so that its latencies compare
     threads: int = 1  # for training
 
+    @property
+    def proxy(self) -> ProxyConfig:
+        """The proxy's training run: the fidelity's epochs, batch, learning rate, warmup; this seed and threads."""
+        return ProxyConfig.from_fidelity(self.fidelity, seed=self.seed, num_threads=self.threads)
 
-def proxy_spec(spec: ArchSpec, scale: ProxyScale) -> ArchSpec:
-    """The spec trained as the proxy: narrower and shallower, same operators and layout."""
-    return scale_spec(spec, width=scale.width, max_depth=scale.max_depth, multiple=16)
+
+def proxy_spec(spec: ArchSpec, scale: ProxyScale | Fidelity = PROXY) -> ArchSpec:
+    """The spec trained as the proxy: narrower and shallower, same operators and layout
+    (`Fidelity.model_spec` at the scale's width and depth)."""
+    return PROXY.with_(width=scale.width, max_depth=scale.max_depth).model_spec(spec)
 
 
 def run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report) -> dict[str, Any]:
@@ -81,13 +91,35 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
         report(metrics)
         return metrics
 
-    torch.manual_seed(settings.proxy.seed)
-    model = nas.build_model(proxy_spec(spec, settings.scale), num_classes=data.num_classes,
+    torch.manual_seed(settings.seed)
+    model = nas.build_model(settings.fidelity.model_spec(spec), num_classes=data.num_classes,
                             img_size=data.img_size)
 
     def on_epoch(epoch: int, top1: float, loss: float) -> None:
         metrics.update(accuracy=top1, epoch=epoch, train_loss=loss, duration_s=time.perf_counter() - start)
         report(dict(metrics))
 
-    train_and_evaluate(model, data, replace(settings.proxy, num_threads=settings.threads), on_epoch=on_epoch)
+    train_and_evaluate(model, data, settings.proxy, on_epoch=on_epoch)
     return metrics
+
+
+def run_promotion(spec: ArchSpec, data: TrialData, fidelity: Fidelity, seed: int = 0,
+                  threads: int = 1) -> dict[str, Any]:
+    """Train `fidelity.model_spec(spec)` (the full model at a promotion fidelity) on `data` with the
+    fidelity's training run, as a trial trains its proxy (same seeding); no latency, no reporting.
+
+    Returns accuracy (the final held-out top-1, %), val_top1 (per epoch), train_loss, epochs, images
+    (training images), duration_s (wall) and cpu_s (this process's CPU time: what the promotion costs
+    whatever else the machine runs). Raises TrialFailed on NaN losses, like a trial."""
+    start, cpu = time.perf_counter(), time.process_time()
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(seed)
+        model = nas.build_model(fidelity.model_spec(spec), num_classes=data.num_classes, img_size=data.img_size)
+        result = train_and_evaluate(model, data, ProxyConfig.from_fidelity(fidelity, seed=seed, num_threads=threads))
+    finally:
+        torch.set_num_threads(previous)
+    return dict(accuracy=result.final_top1, val_top1=result.val_top1, train_loss=result.train_loss,
+                epochs=result.epochs_run, images=len(data.train_y), duration_s=time.perf_counter() - start,
+                cpu_s=time.process_time() - cpu)
