@@ -128,3 +128,28 @@ def test_static_png_of_the_main_plot(tmp_path):
 
     path = write_png(_frame(), tmp_path / "pareto.png", 5e9)
     assert path is not None and path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and path.stat().st_size > 20_000
+
+
+def test_promoted_members_are_drawn_beside_their_proxy():
+    from nas.report import _figures, promotion_text
+    from nas.results import pareto_front, promotion_summary
+
+    frame = _frame()
+    frame["promotion_of"] = pd.array([pd.NA] * len(frame), dtype="Int64")
+    frame["promoted_accuracy"] = np.nan
+    promoted = {1: 75.5, 2: 12.25}  # two completed trials
+    for number, accuracy in promoted.items():
+        frame.loc[frame.number == number, "promoted_accuracy"] = accuracy
+    summary = promotion_summary(frame)
+    assert [m["number"] for m in summary["members"]] == [1, 2] and summary["n"] == 2
+    main, _, table = _figures(frame, pareto_front(frame), 5e9, None, summary)
+    diamonds = [t for t in main.data if t.marker is not None and t.marker.symbol == "diamond"]
+    assert len(diamonds) == 2  # one per plot
+    rows = frame.set_index("number").loc[[1, 2]]
+    assert list(diamonds[0].y) == [75.5, 12.25] and list(diamonds[0].x) == pytest.approx(rows.flops / 1e9)
+    assert list(diamonds[1].x) == pytest.approx(rows.latency_ms)
+    connectors = [t for t in main.data if t.mode == "lines" and t.line.dash == "dot"]
+    assert len(connectors) == 2 and list(connectors[0].y) == [rows.accuracy[1], 75.5, None, rows.accuracy[2], 12.25, None]
+    assert "promoted top-1 (%)" in table.data[0].header.values
+    text = promotion_text(summary)
+    assert "Spearman" in text and "2 members" in text and f"trial 1 {rows.accuracy[1]:.1f}% -> 75.5%" in text

@@ -16,11 +16,15 @@ import pytest
 
 import nas
 from nas.results import TRIAL_COLUMNS
+from nas.search import promotion_choice
 from search_spaces import SEEDS, ArchSpec
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--budget", "1gflops", "--workers", "2", "--proxy-epochs", "2", "--proxy-train", "200",
-         "--proxy-val", "100", "--proxy-img-size", "32"]
+         "--proxy-val", "100", "--proxy-img-size", "32", "--promote", "0"]
+# promotions of tiny models: 100 MFLOPs, proxy 1 epoch on 200 images, promotions 2 epochs on 400
+PROMOTE = ["--budget", "100mflops", "--proxy-epochs", "1", "--proxy-train", "200", "--proxy-val", "100",
+           "--promote", "2"]
 
 
 def search(*args: str, timeout: int = 240, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -182,6 +186,108 @@ def test_resume_after_kill_9(tmp_path):
     frame = pd.read_csv(run / "trials.csv")
     assert (frame.state == "COMPLETE").sum() >= 4
     assert set(frame[frame.state == "COMPLETE"].seed.dropna()) == {"van_b0", "smt_t"}  # seeds are never pruned
+
+
+def _promotions(run: Path) -> list[optuna.trial.FrozenTrial]:
+    try:
+        return [t for t in load(run).trials if "promotion_of" in t.user_attrs]
+    except Exception:
+        return []
+
+
+def _searched(study: optuna.Study) -> dict[int, tuple]:
+    return {t.number: (t.state, t.values, t.user_attrs.get("duration_s")) for t in study.trials
+            if "promotion_of" not in t.user_attrs}
+
+
+def _check_promotions(run: Path, budget: float, k: int) -> list[optuna.trial.FrozenTrial]:
+    """The finished promotions are those of the front's top-k hypervolume contributors, once each, with the
+    top-1 that training the full spec at the promotion fidelity gives in this process; the run's files say so."""
+    import torch
+
+    from trials.data import load_dataset
+    from trials.train import ProxyConfig, train_and_evaluate
+
+    frame = pd.read_csv(run / "trials.csv")
+    assert list(frame.columns) == TRIAL_COLUMNS
+    chosen = promotion_choice(frame, budget, k)
+    done = [t for t in _promotions(run) if t.state == optuna.trial.TrialState.COMPLETE]
+    assert sorted(t.user_attrs["promotion_of"] for t in done) == sorted(chosen) and chosen
+    data = load_dataset("synthetic", img_size=32, seed=0, max_train=400, max_val=100)
+    config = ProxyConfig(epochs=2, batch_size=64, lr=2e-3, warmup_epochs=0.2, seed=0, num_threads=1)
+    rows = frame.set_index("number")
+    for t in done:
+        torch.manual_seed(0)
+        model = nas.build_model(ArchSpec.from_json(t.user_attrs["spec"]), num_classes=data.num_classes, img_size=32)
+        assert t.user_attrs["accuracy"] == train_and_evaluate(model, data, config).final_top1
+        original = rows.loc[t.user_attrs["promotion_of"]]
+        assert original.state == "COMPLETE" and original.promoted_accuracy == t.user_attrs["accuracy"]
+        assert rows.loc[t.number, "state"] == "PROMOTION" and rows.loc[t.number, "promotion_of"] == original.name
+        assert t.values == [original.accuracy, original.flops, original.latency_ms]
+    front = {r["number"]: r for r in json.loads((run / "pareto.json").read_text())}
+    assert set(chosen) <= set(front) and not set(front) & {t.number for t in done}
+    for n, r in front.items():
+        assert (r["promoted_accuracy"] is None) == (n not in chosen)
+    summary = json.loads((run / "promotion.json").read_text())
+    assert summary["n"] == len(chosen) and summary["fidelity"]["train_images"] == 400
+    assert "promoted top-1 (%)" in (run / "pareto.html").read_text()
+    return done
+
+
+def test_promotions_resume_after_kill_9(tmp_path):
+    """Killed while promoting: the resumed run fails the interrupted promotions, runs them again and nothing
+    else (the search was complete; no promotion becomes a candidate)."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), *PROMOTE, "--trials", "2", "--seeds", "van_b0,smt_t",
+           "--out", str(run)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    running = optuna.trial.TrialState.RUNNING
+    try:
+        _wait_for(lambda: any(t.state == running for t in _promotions(run)), 300, "a promotion to start")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    searched = _searched(load(run))
+    interrupted = [t.number for t in _promotions(run) if t.state == running]
+    result = search("--resume", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resume: {len(interrupted)} promotion(s) interrupted by the kill were marked failed" in result.stderr
+    assert "trials: " not in result.stderr  # no search trial ran
+    study = load(run)
+    assert _searched(study) == searched  # the search's trials untouched, none added or queued
+    assert not study.get_trials(states=(running, optuna.trial.TrialState.WAITING))
+    states = pd.read_csv(run / "trials.csv").set_index("number").state
+    assert all(states[n] == "INTERRUPTED" for n in interrupted)
+    _check_promotions(run, 1e8, 2)
+
+
+@pytest.mark.slow
+def test_finished_promotions_are_not_rerun(tmp_path):
+    """One promotion at a time; killed once the first has finished and the second runs: the resume runs only
+    the second. A second resume finds nothing to do."""
+    run = tmp_path / "run"
+    cmd = [sys.executable, str(ROOT / "scripts" / "search.py"), *PROMOTE, "--trials", "4", "--workers", "1",
+           "--seeds", "van_b0,smt_t,coatnet_0,pelk_t", "--out", str(run)]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    complete, running = optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.RUNNING
+    try:
+        _wait_for(lambda: [t.state for t in _promotions(run)] == [complete, running], 600,
+                  "the second promotion to start")
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    first, second = _promotions(run)
+    result = search("--resume", str(run), timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    after = _promotions(run)
+    assert after[0].number == first.number and after[0].state == complete  # kept, not rerun
+    assert after[1].state == optuna.trial.TrialState.FAIL and "interrupted" in after[1].user_attrs
+    assert len(after) == 3 and after[2].user_attrs["promotion_of"] == second.user_attrs["promotion_of"]
+    _check_promotions(run, 1e8, 2)
+    again = search("--resume", str(run))
+    assert again.returncode == 0 and len(_promotions(run)) == 3
 
 
 def _free_port() -> int:
