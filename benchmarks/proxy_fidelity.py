@@ -121,17 +121,27 @@ def _load(path: Path) -> dict[str, Any]:
     return json.loads(path.read_text()) if path.exists() else {}
 
 
+def _done(kind: str) -> set[str]:
+    """Runs of `kind` already recorded by any process (shards, or a second lane working backwards)."""
+    return {key for part in RESULTS.glob(f"{kind}_*of*.json") for key in _load(part)}
+
+
 def train_runs(archs: list[dict], fidelity: Fidelity, repeats: dict[str, int], path: Path, device: str,
-               threads: int) -> None:
-    """Train `fidelity.model_spec(arch)` for every (architecture, training seed); one JSON entry each."""
+               threads: int, reverse: bool = False) -> None:
+    """Train `fidelity.model_spec(arch)` for every (architecture, training seed); one JSON entry each.
+
+    Runs another process has recorded in a file of the same kind are skipped, so that a second process
+    can take the same list from its end (`reverse`) and the two meet in the middle.
+    """
     torch.set_num_threads(threads)
     results = _load(path)
+    kind = path.stem.split("_")[0] if path.stem.startswith("reference") else path.stem.rsplit("_", 1)[0]
     data = load_dataset(DATASET, None, img_size=fidelity.img_size, max_train=fidelity.train_images,
                         max_val=fidelity.val_images)
     todo = [(a, r) for r in range(max(repeats.values())) for a in archs if r < repeats[a["name"]]]
-    for i, (arch, repeat) in enumerate(todo):
+    for i, (arch, repeat) in enumerate(reversed(todo) if reverse else todo):
         key = f"{arch['name']}#{repeat}"
-        if key in results:
+        if key in results or key in _done(kind):
             continue
         spec = fidelity.model_spec(ArchSpec.from_json(arch["spec"]))
         torch.manual_seed(repeat)
@@ -233,6 +243,15 @@ def table(archs: list[dict]) -> dict[str, Any]:
         ratio = (f"{cost[f'{variant} compute'] / cost['default compute']:.2f}"
                  if variant in cost and "default" in cost else "-")
         print(f"{p:<26} {rho:>9.3f} {tau:>8.3f} {seconds:>7} {ratio:>17}")
+    asha = None
+    if "default (rung2)" in predictors:
+        # ASHA (grace 2 epochs, reduction factor 2) stops what falls below the median at its first rung
+        rung = predictors["default (rung2)"]
+        median = sorted(rung.values())[len(rung) // 2]
+        top5 = sorted(names, key=lambda n: -ref[n])[:5]
+        asha = [n for n in top5 if rung[n] < median]
+        print(f"ASHA's first rung (epoch 2 of the default proxy) would stop {len(asha)} of the reference's best 5"
+              f"{': ' + ', '.join(asha) if asha else ''}")
     if "default" in cost:
         print(f"reference: {ref_compute / cost['default compute']:.1f}x the default proxy's compute, "
               f"median {sorted(ref_seconds)[len(ref_seconds) // 2]:.0f} s per run")
@@ -241,7 +260,7 @@ def table(archs: list[dict]) -> dict[str, Any]:
                    reference_self=dict(spearman=self_rho, kendall=self_tau),
                    reference_fidelity=REFERENCE.__dict__, variants={k: v.__dict__ for k, v in VARIANTS.items()},
                    predictors={p: dict(spearman=r, kendall=t) for p, (r, t) in rows.items()},
-                   seconds_per_arch=cost, reference_accuracy=ref)
+                   seconds_per_arch=cost, reference_accuracy=ref, asha_stops_reference_top5=asha)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -255,6 +274,7 @@ def main() -> None:
     parser.add_argument("--draw-seed", type=int, default=0)
     parser.add_argument("--variant", default="default", choices=tuple(VARIANTS))
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th")
+    parser.add_argument("--reverse", action="store_true", help="take the list from its end (a second process)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
@@ -273,8 +293,9 @@ def main() -> None:
         two = {a["name"] for a in archs[::2]}  # every other one: seeds, searched and random alike
         repeats = {a["name"]: 2 if a["name"] in two else 1 for a in archs}
         data_sizes = REFERENCE.with_(train_images=60_000, val_images=10_000)
-        train_runs(archs[shard::shards], data_sizes, repeats, RESULTS / f"reference_{shard}of{shards}.json",
-                   args.device, args.threads)
+        suffix = "_reverse" if args.reverse else ""
+        train_runs(archs[shard::shards], data_sizes, repeats, RESULTS / f"reference_{shard}of{shards}{suffix}.json",
+                   args.device, args.threads, args.reverse)
     elif args.phase == "proxy":
         train_runs(archs[shard::shards], VARIANTS[args.variant].with_(val_images=PROXY_VAL),
                    {a["name"]: 1 for a in archs}, RESULTS / f"proxy_{args.variant}_{shard}of{shards}.json",
