@@ -311,11 +311,13 @@ def record_promotion_start(study: optuna.Study, original: optuna.trial.FrozenTri
       and trials.csv shows them as state PROMOTION;
     - it has the original's parameters and distributions, and is finished (`record_promotion_end`)
       with the original's values (proxy top-1, FLOPs, latency) and constraints, the promoted top-1
-      going to the user attribute `accuracy` only. The samplers see COMPLETE trials' values (TPE:
-      all of them, NSGA-II: those of its generations, which a promotion has none of), so a promotion
-      shows TPE (should a resume search on) a copy of a point it already knows, never a
-      higher-fidelity accuracy that no other candidate could be compared with; state FAIL would
-      have hidden it too but misnames a finished run, PRUNED would count it against its parameters;
+      going to the user attribute `accuracy` only. Samplers read COMPLETE trials' values (TPE all of
+      them, NSGA-II only its own generations', which a promotion is in none of), and promotions come
+      after the search, so only a resume that raises --trials samples after them: TPE then sees a copy
+      of a point it already knows (weighed twice only while its first front is smaller than its "good"
+      share; beyond that its hypervolume tie-break gains nothing from a copy), never a higher-fidelity
+      accuracy that no other candidate could be compared with. FAIL would hide it from TPE as well but
+      misnames a finished run; PRUNED would count it against its parameters;
     - it is added directly (`create_new_trial`), not through `study.ask()`, which would take a
       queued candidate's place; a kill leaves it RUNNING, and `reconcile` fails it without queueing.
     """
