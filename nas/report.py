@@ -130,7 +130,9 @@ def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, lat
 
     shown = frame[frame.state.isin(["COMPLETE", "PRUNED"])].dropna(subset=["accuracy", "latency_ms", "flops"])
     seeds = shown[shown.seed.fillna("") != ""]
-    main = make_subplots(rows=1, cols=2, subplot_titles=("proxy accuracy vs FLOPs", "proxy accuracy vs latency"),
+    promoted = "promoted_accuracy" in frame and frame.promoted_accuracy.notna().any()
+    what = "proxy and promoted accuracy" if promoted else "proxy accuracy"
+    main = make_subplots(rows=1, cols=2, subplot_titles=(f"{what} vs FLOPs", f"{what} vs latency"),
                          horizontal_spacing=0.08)
     for col, x, scale, unit in ((1, "flops", 1e9, "GFLOPs (MACs at 224)"), (2, "latency_ms", 1.0, "latency (ms)")):
         for state, symbol, color in (("COMPLETE", "circle", "#1f77b4"), ("PRUNED", "x", "#9a9a9a")):
@@ -160,7 +162,6 @@ def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, lat
         main.add_vline(x=budget / 1e9, line_dash="dash", annotation_text="budget", row=1, col=1)
     if latency_budget:
         main.add_vline(x=latency_budget, line_dash="dash", annotation_text="latency budget", row=1, col=2)
-    promoted = "promoted_accuracy" in frame and frame.promoted_accuracy.notna().any()
     main.update_yaxes(title_text="top-1 (%): proxy, promoted (diamonds)" if promoted else "proxy top-1 (%)")
     main.update_layout(height=520, title="hybrid-nas search: accuracy against cost")
 
