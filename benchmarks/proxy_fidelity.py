@@ -204,9 +204,11 @@ def table(archs: list[dict]) -> dict[str, Any]:
     by_name = {a["name"]: a for a in archs}
     predictors: dict[str, dict[str, float]] = {}
     cost: dict[str, float] = {}
+    partial: dict[str, dict[str, Any]] = {}
     for variant in VARIANTS:
         runs = _load(RESULTS / f"proxy_{variant}.json")
         if not all(f"{n}#0" in runs for n in names):
+            partial[variant] = runs
             continue
         for how in CURVE_SCORES:
             label = variant if how == "last" else f"{variant} ({how})"
@@ -243,6 +245,21 @@ def table(archs: list[dict]) -> dict[str, Any]:
         ratio = (f"{cost[f'{variant} compute'] / cost['default compute']:.2f}"
                  if variant in cost and "default" in cost else "-")
         print(f"{p:<26} {rho:>9.3f} {tau:>8.3f} {seconds:>7} {ratio:>17}")
+    partial_rows = {}
+    for variant, runs in partial.items():
+        subset = [n for n in names if f"{n}#0" in runs]
+        if len(subset) < 10 or "default" not in predictors:
+            continue
+        truth_subset = [ref[n] for n in subset]
+        mine = rank_agreement([runs[f"{n}#0"]["top1"] for n in subset], truth_subset)
+        default_there = rank_agreement([predictors["default"][n] for n in subset], truth_subset)
+        ratio = (sum(runs[f"{n}#0"]["compute"] for n in subset)
+                 / sum(_load(RESULTS / "proxy_default.json")[f"{n}#0"]["compute"] for n in subset))
+        partial_rows[variant] = dict(architectures=len(subset), spearman=mine[0], kendall=mine[1],
+                                     default_spearman=default_there[0], default_kendall=default_there[1],
+                                     compute_ratio=ratio)
+        print(f"{variant:<26} {mine[0]:>9.3f} {mine[1]:>8.3f}  on {len(subset)} architectures only "
+              f"(default there: {default_there[0]:.3f} / {default_there[1]:.3f}), compute {ratio:.2f}x default")
     asha = None
     if "default (rung2)" in predictors:
         # ASHA (grace 2 epochs, reduction factor 2) stops what falls below the median at its first rung
@@ -260,7 +277,8 @@ def table(archs: list[dict]) -> dict[str, Any]:
                    reference_self=dict(spearman=self_rho, kendall=self_tau),
                    reference_fidelity=REFERENCE.__dict__, variants={k: v.__dict__ for k, v in VARIANTS.items()},
                    predictors={p: dict(spearman=r, kendall=t) for p, (r, t) in rows.items()},
-                   seconds_per_arch=cost, reference_accuracy=ref, asha_stops_reference_top5=asha)
+                   seconds_per_arch=cost, reference_accuracy=ref, asha_stops_reference_top5=asha,
+                   partial_variants=partial_rows)
     (RESULTS / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
 
@@ -274,6 +292,7 @@ def main() -> None:
     parser.add_argument("--draw-seed", type=int, default=0)
     parser.add_argument("--variant", default="default", choices=tuple(VARIANTS))
     parser.add_argument("--shard", default="0/1", help="K/N: train every N-th architecture from the K-th")
+    parser.add_argument("--all-seeds", action="store_true", help="reference: two training seeds for every one")
     parser.add_argument("--reverse", action="store_true", help="take the list from its end (a second process)")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--threads", type=int, default=1)
@@ -290,7 +309,8 @@ def main() -> None:
     archs = json.loads(archs_path.read_text())
     shard, shards = map(int, args.shard.split("/"))
     if args.phase == "reference":
-        two = {a["name"] for a in archs[::2]}  # every other one: seeds, searched and random alike
+        # every other one (seeds, searched and random alike), or all of them
+        two = {a["name"] for a in (archs if args.all_seeds else archs[::2])}
         repeats = {a["name"]: 2 if a["name"] in two else 1 for a in archs}
         data_sizes = REFERENCE.with_(train_images=60_000, val_images=10_000)
         suffix = "_reverse" if args.reverse else ""
@@ -307,6 +327,7 @@ def main() -> None:
             merged: dict[str, Any] = {}
             for part in sorted(RESULTS.glob(f"{kind}_*of*.json")):
                 merged.update(_load(part))
+            (RESULTS / f"{kind}.json").unlink(missing_ok=True)  # no stale merge of a removed part
             if merged:
                 (RESULTS / f"{kind}.json").write_text(json.dumps(merged, indent=1))
         table(archs)
