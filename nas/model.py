@@ -1,23 +1,58 @@
-"""Build a timm-style backbone from an architecture spec."""
+"""Build a timm-style backbone from an architecture spec.
+
+Besides the classifier and feature interfaces, `HybridNet` has the parts timm's training code looks
+for: `no_weight_decay()` (position tables), `group_matcher()` (layer-wise lr decay, parameter groups)
+and `set_grad_checkpointing()`. Each block initialises its own weights as its family's official code
+does (`nas.ops.init`); the model initialises the stem, the downsampling layers and the head the same
+way, by the family their kind comes from.
+"""
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import LayerNorm2d, trunc_normal_
+from timm.layers import LayerNorm2d
 from timm.models._features import feature_take_indices
+from torch.utils.checkpoint import checkpoint
 
 from search_spaces.spec import ArchSpec
 
 from .ops import BLOCKS
+from .ops.attention import RelPosBias
+from .ops.init import init_module
 from .ops.pelk import make_pos_embed, pelk_conv_channels
 from .ops.stems import build_downsample, build_stem
 from .plan import StagePlan, plan_stages
 from .sparse import apply_sparsity
 
 __all__ = ["HybridNet", "HybridStage", "ClassifierHead", "build_model"]
+
+# The family each stem / downsampling kind comes from decides its init (nas.ops.init): VAN's overlapping
+# convs and SMT's conv stem fan-out normal, ConvNeXt / PeLK patchify convs trunc-normal .02, CoAtNet's
+# deep stem as timm's maxxvit (fan-out normal).
+STEM_INIT = {"overlap": "van", "patch": "convnext", "conv2": "van", "deep": "efficientnet"}
+DOWNSAMPLE_INIT = {"overlap": "van", "patch": "convnext"}
+
+
+@contextlib.contextmanager
+def _keep_norm_stats(module: nn.Module) -> Iterator[None]:
+    """Put BatchNorm running statistics back after a checkpointed block is recomputed in the backward pass:
+    the recomputation runs the block in training mode again and would update them twice a step."""
+    norms = [m for m in module.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+             and m.training and m.track_running_stats and m.running_mean is not None]
+    saved = [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone()) for m in norms]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, (mean, var, count) in zip(norms, saved):
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
+                m.num_batches_tracked.copy_(count)
 
 
 class HybridStage(nn.Module):
@@ -34,11 +69,20 @@ class HybridStage(nn.Module):
         pelk = next((b for b in stage.blocks if b.type == "pelk"), None)
         self.pos_embed = make_pos_embed(pelk_conv_channels(plan.dim, pelk.params), pelk.kernel) if pelk else None
         self.norm = LayerNorm2d(plan.dim, eps=1e-6) if stage.norm_out else nn.Identity()
+        self.grad_checkpointing = False
+        if stage.downsample in DOWNSAMPLE_INIT:
+            init_module(self.downsample, DOWNSAMPLE_INIT[stage.downsample])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.downsample(x)
+        checkpointing = self.grad_checkpointing and torch.is_grad_enabled() and not torch.jit.is_scripting()
         for block in self.blocks:
-            x = block(x, self.pos_embed) if getattr(block, "uses_pos_embed", False) else block(x)
+            args = (x, self.pos_embed) if getattr(block, "uses_pos_embed", False) else (x,)
+            if checkpointing:  # keep only the block's input; recompute its activations in the backward pass
+                x = checkpoint(block, *args, use_reentrant=False,
+                               context_fn=lambda b=block: (contextlib.nullcontext(), _keep_norm_stats(b)))
+            else:
+                x = block(*args)
         return self.norm(x)
 
 
@@ -94,8 +138,38 @@ class HybridNet(nn.Module):
             num_classes=num_classes, interpolation="bicubic", crop_pct=0.9, first_conv="stem.0",
             classifier="head.fc", architecture=spec.name or "hybridnet")
         self.default_cfg = self.pretrained_cfg
-        self.apply(_init_weights)
-        apply_sparsity(self, spec.sparsity)
+        init_module(self.stem, STEM_INIT[spec.stem.type])
+        init_module(self.head, "convnext")  # trunc-normal .02 linears: VAN, SMT, ConvNeXt and PeLK alike
+        apply_sparsity(self, spec.sparsity)  # after init: the masks apply to initialised weights
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set[str]:
+        """Parameters that must not be decayed: the relative position bias tables (CoAtNet) and PeLK's
+        kernel-wise positional embeddings. timm's `create_optimizer_v2` reads this and also leaves every
+        1-d parameter (biases, norms, layer scales) undecayed."""
+        tables = {id(m.table) for m in self.modules() if isinstance(m, RelPosBias)}
+        tables |= {id(s.pos_embed) for s in self.stages if getattr(s, "pos_embed", None) is not None}
+        return {name for name, p in self.named_parameters() if id(p) in tables}
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> dict[str, Any]:
+        """Regexes grouping parameters for timm (layer-wise lr decay): the stem, then per stage (coarse) or
+        per block, a stage's downsampling and positional embedding with its first block, its closing norm
+        with its last (timm's MATCH_PREV_GROUP); the head, unmatched, comes last."""
+        return dict(
+            stem=r"^stem",
+            blocks=r"^stages\.(\d+)" if coarse else [
+                (r"^stages\.(\d+)\.(?:downsample|pos_embed)", (0,)),
+                (r"^stages\.(\d+)\.blocks\.(\d+)", None),
+                (r"^stages\.(\d+)\.norm", (99999,)),
+            ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        """Recompute each block's activations in the backward pass instead of storing them (less memory,
+        about one more forward pass of compute); outputs and gradients are unchanged."""
+        for stage in self.stages:
+            stage.grad_checkpointing = enable
 
     def get_classifier(self) -> nn.Module:
         return self.head.fc
@@ -137,13 +211,6 @@ class HybridNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
-
-
-def _init_weights(module: nn.Module) -> None:
-    if isinstance(module, nn.Linear):
-        trunc_normal_(module.weight, std=0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
 
 
 def build_model(spec: ArchSpec | dict[str, Any] | str, num_classes: int = 1000, **kwargs: Any) -> HybridNet:

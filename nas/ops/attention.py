@@ -15,6 +15,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 
 from .base import Count, conv_count, linear_count, matmul_count, norm_count
 from .conv import count_pool_shortcut, layer_scale, pool_shortcut
+from .init import init_module
 from .smt import ConvMlp, count_conv_mlp
 
 __all__ = ["RelPosBias", "MultiHeadSelfAttention", "MsaBlock", "count_msa"]
@@ -97,6 +98,14 @@ class MsaBlock(nn.Module):
         self.ls1 = layer_scale(dim, params["layer_scale"])
         self.ls2 = layer_scale(dim, params["layer_scale"])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        # with relative position bias: CoAtNet, as timm's maxxvit inits it; otherwise SMT's MSA block
+        self.init_scheme = "vit_eff" if params["rel_pos"] else "van"
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """CoAtNet (timm maxxvit's transformer init: xavier-uniform) or SMT (fan-out normal convs,
+        trunc-normal .02 linears); the relative position table keeps its trunc-normal .02."""
+        init_module(self, self.init_scheme)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)

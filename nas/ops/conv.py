@@ -8,6 +8,7 @@ import torch.nn as nn
 from timm.layers import DropPath, Mlp
 
 from .base import Count, DepthwiseConv2d, conv_count, linear_count, norm_count
+from .init import init_module
 
 __all__ = ["ConvNeXtBlock", "MbConvBlock", "count_convnext", "count_mbconv"]
 
@@ -40,6 +41,11 @@ class ConvNeXtBlock(nn.Module):
         self.mlp = Mlp(dim, int(params["mlp_ratio"] * dim), act_layer=nn.GELU)
         self.ls = layer_scale(dim, params["layer_scale"])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """ConvNeXt's init: trunc-normal .02 for the conv and the MLP."""
+        init_module(self, "convnext")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.conv_dw(x).permute(0, 2, 3, 1)
@@ -111,6 +117,11 @@ class MbConvBlock(nn.Module):
         self.se = SqueezeExcite(mid, se) if se else nn.Identity()
         self.conv2 = nn.Conv2d(mid, dim, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """CoAtNet's MBConv as timm's maxxvit initialises it: TF-EfficientNet fan-out normal convs."""
+        init_module(self, "efficientnet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = self.shortcut(x)

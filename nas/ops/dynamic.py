@@ -65,6 +65,8 @@ class CondConv2d(nn.Module):
         super().__init__()
         self.groups = groups
         self.weight = _kernel_bank(experts, cout, cin // groups, kernel)
+        # CondConv's official (TF EfficientNet) init: every expert fan-out normal, groups counted
+        nn.init.normal_(self.weight, 0.0, math.sqrt(2.0 * groups / (kernel * kernel * cout)))
         self.routing = nn.Linear(cin, experts)
 
     def routing_weights(self, x: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ import torch.nn as nn
 from timm.layers import DropPath
 
 from .base import Count, conv_count, norm_count
+from .init import init_module
 
 __all__ = ["GhostModule", "GhostBottleneck", "count_ghost", "count_ghost_module", "ghost_primary_channels"]
 
@@ -66,6 +67,11 @@ class GhostBottleneck(nn.Module):
         self.ghost1 = GhostModule(dim, hidden, relu=True, **shape)
         self.ghost2 = GhostModule(hidden, dim, relu=False, **shape)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """TF-EfficientNet's fan-out normal convs (GhostNet is a MobileNet-family network)."""
+        init_module(self, "efficientnet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.ghost2(self.ghost1(x)))

@@ -15,6 +15,7 @@ from timm.layers import DropPath
 
 from .base import Count, DepthwiseConv2d, conv_count, norm_count
 from .conv import layer_scale
+from .init import init_module
 
 __all__ = ["LargeKernelAttention", "VanBlock", "count_lka", "lka_kernels"]
 
@@ -80,6 +81,11 @@ class VanBlock(nn.Module):
         self.mlp = ConvFfn(dim, int(dim * params["mlp_ratio"]))
         self.ls2 = layer_scale(dim, params["layer_scale"])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """VAN's official init: fan-out normal convs (groups counted)."""
+        init_module(self, "van")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))

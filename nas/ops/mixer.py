@@ -14,6 +14,7 @@ from timm.layers import DropPath
 
 from .base import Count, conv_count, norm_count
 from .conv import layer_scale
+from .init import init_module
 
 __all__ = ["MixerBlock", "count_mixer_block", "largest_divisor"]
 
@@ -36,6 +37,13 @@ class MixerBlock(nn.Module):
         self.pw2 = nn.Conv2d(hidden, dim, 1)
         self.ls = layer_scale(dim, params["layer_scale"])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """TF-EfficientNet's init (fan-out normal convs), as timm applies to CondConv / MobileNet-family
+        operators and the ResNet-family ones (ResNeSt, SCNet, RedNet) apply fan-out He-normal; kernel banks
+        and DO-Conv's W and D keep their own modules' init."""
+        init_module(self, "efficientnet")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pw2(self.act(self.pw1(self.norm(self.mixer(x)))))

@@ -27,6 +27,7 @@ from timm.layers import DropPath, Mlp, trunc_normal_
 
 from .base import Count, depthwise_conv2d, fast_paths_enabled, linear_count, norm_count, reach
 from .conv import layer_scale
+from .init import init_module
 
 __all__ = ["peripheral_half_grid", "peripheral_index", "peripheral_bounds", "peripheral_conv2d", "use_block_sum",
            "PeripheralConv", "PelkBlock", "count_pelk", "pelk_conv_channels"]
@@ -163,7 +164,7 @@ class PeripheralConv(nn.Module):
         self.register_buffer("index", index, persistent=False)
         # for each tap of the K x K kernel, its position in the flattened shared kernel
         self.register_buffer("flat_index", index.view(-1, 1) * small + index.view(1, -1), persistent=False)
-        nn.init.kaiming_uniform_(self.weight, a=5 ** 0.5)
+        trunc_normal_(self.weight, std=0.02)  # PeLK / SLaK: trunc-normal .02 for every conv kernel
 
     def dense_kernel(self) -> torch.Tensor:
         """The materialised K x K kernel, constant over each sharing cell."""
@@ -218,6 +219,11 @@ class PelkBlock(nn.Module):
         self.mlp = Mlp(dim, int(params["mlp_ratio"] * dim), act_layer=nn.GELU)
         self.ls = layer_scale(dim, params["layer_scale"])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """PeLK builds on SLaK / ConvNeXt: trunc-normal .02 linears (the shared kernel inits itself so)."""
+        init_module(self, "convnext")
 
     def forward(self, x: torch.Tensor, pos_embed: torch.Tensor | None = None) -> torch.Tensor:
         x_conv, x_id = x.split([self.conv_channels, x.shape[1] - self.conv_channels], dim=1)

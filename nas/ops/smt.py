@@ -14,6 +14,7 @@ from timm.layers import DropPath
 
 from .base import Count, DepthwiseConv2d, conv_count, linear_count, norm_count
 from .conv import layer_scale
+from .init import init_module
 
 __all__ = ["ScaleAwareModulation", "ConvMlp", "SamBlock", "count_sam", "count_conv_mlp"]
 
@@ -82,6 +83,11 @@ class SamBlock(nn.Module):
         self.ls1 = layer_scale(dim, params["layer_scale"])
         self.ls2 = layer_scale(dim, params["layer_scale"])
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+        self.init_weights()
+
+    def init_weights(self) -> None:
+        """SMT's official init: fan-out normal convs (groups counted), trunc-normal .02 linears."""
+        init_module(self, "van")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)))
