@@ -77,6 +77,6 @@ def test_default_proxy_learns_on_every_dataset_layout(tmp_path, layout):
     cfg = ProxyConfig(epochs=PROXY.epochs, lr=PROXY.lr, batch_size=PROXY.batch_size, num_threads=1)
     curve = train_and_evaluate(model, data, cfg).val_top1
     chance = 100.0 / data.num_classes
-    # measured: 100% (CIFAR-10 layout), 100% (folder), 29% (synthetic, chance 6.7%)
+    # chance is 10% (CIFAR-10 layout), 16.7% (6-class folder), 6.7% (synthetic's 15 classes)
     assert curve[-1] > 3 * chance, (layout, curve)
     assert curve[-1] >= curve[0] - 5, (layout, curve)  # it learns rather than drifts
