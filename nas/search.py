@@ -33,7 +33,7 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
 from search_spaces.spec import ArchSpec
-from trials.data import DEFAULT_MIN_PER_CLASS
+from trials.data import DEFAULT_MIN_PER_CLASS, TrialData, load_dataset
 from trials.fidelity import PROMOTION, PROXY, Fidelity
 
 from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
@@ -543,6 +543,9 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
 
     run_dir = cfg.out
     seeds, left_out = fit_seeds(cfg.seeds, cfg.budget_flops)
+    # loaded first: an unreadable dataset ends the command in one line before anything is logged or written
+    data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
+                        max_train=cfg.proxy_train, max_val=cfg.proxy_val, min_per_class=cfg.min_per_class)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = open_study(run_dir)
     if cfg.resume:
@@ -572,7 +575,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     cpus = cfg.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
     try:
         if remaining > 0:
-            _search(study, cfg, seeds, remaining, cpus)
+            _search(study, cfg, seeds, data, remaining, cpus)
         if cfg.promote and len(completed_trials(study)) >= cfg.trials:
             run_promotions(study, cfg, cpus)
     finally:
@@ -582,16 +585,14 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     return study
 
 
-def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], remaining: int, cpus: int) -> None:
+def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], data: TrialData, remaining: int,
+            cpus: int) -> None:
     """The search proper: Ray Tune trials proposed by Optuna until `remaining` more have completed."""
     from ray import tune
 
-    from trials.data import load_dataset
     from trials.trial import TrialSettings
 
     run_dir = cfg.out
-    data = load_dataset(cfg.dataset, cfg.data_dir, img_size=cfg.proxy_img_size, seed=cfg.seed,
-                        max_train=cfg.proxy_train, max_val=cfg.proxy_val, min_per_class=cfg.min_per_class)
     settings = TrialSettings(fidelity=cfg.proxy_fidelity(), seed=cfg.seed, threads=cpus,
                              latency_device=cfg.latency_device, latency_threads=cfg.latency_threads,
                              latency_budget_ms=cfg.latency_budget_ms)
