@@ -169,10 +169,11 @@ def rank_agreement(first: np.ndarray, second: np.ndarray) -> dict[str, Any]:
         result["note"] = "one of the two scorings is the same for every member: no ranking to compare"
         return result
     ra, rb = _average_ranks(a), _average_ranks(b)
-    result["spearman"] = float(np.corrcoef(ra, rb)[0, 1])
     i, j = np.triu_indices(n, 1)
     da, db = np.sign(a[i] - a[j]), np.sign(b[i] - b[j])
-    result["kendall"] = float((da * db).sum() / math.sqrt((da != 0).sum() * (db != 0).sum()))
+    for name, value in (("spearman", np.corrcoef(ra, rb)[0, 1]),
+                        ("kendall", (da * db).sum() / math.sqrt((da != 0).sum() * (db != 0).sum()))):
+        result[name] = float(np.clip(round(float(value), 12), -1.0, 1.0))  # 1.0, not 0.9999999999999999
     if n == 2:
         result["note"] = ("2 members: both coefficients are +1 (the promotion kept their order) or -1 (it swapped "
                           "them), not an estimate of agreement")
