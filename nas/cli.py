@@ -156,8 +156,6 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
     if budget < floor:
         raise UsageError(f"--budget {args.budget}: the smallest architecture of the search space needs "
                          f"{floor / 1e6:.1f} MFLOPs; use --budget {math.ceil(floor / 1e6)}mflops or more")
-    if args.dataset in ("imagefolder", "cifar10") and not args.data_dir:
-        raise UsageError(f"--dataset {args.dataset} needs --data-dir PATH (the dataset is never downloaded)")
     try:
         check_dataset(args.dataset, args.data_dir)
     except DatasetError as err:

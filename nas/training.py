@@ -554,8 +554,6 @@ def setup_logging(export_dir: Path | None = None) -> list[logging.Handler]:
 
 def check_inputs(cfg: TrainConfig) -> None:
     """The checks that need no model or data loading: the dataset's files, the device."""
-    if cfg.dataset in ("imagefolder", "cifar10") and not cfg.data_dir:
-        raise TrainingError(f"--dataset {cfg.dataset} needs --data-dir PATH (the dataset is never downloaded)")
     try:
         check_dataset(cfg.dataset, cfg.data_dir)
     except DatasetError as err:

@@ -332,8 +332,8 @@ def test_cifar10_samples_are_class_balanced(tmp_path):
 
 @pytest.mark.parametrize("call, fragment", [
     (lambda p: load_dataset("imagenet", p), "unknown dataset 'imagenet'"),
-    (lambda p: load_dataset("imagefolder"), "needs a data directory"),
-    (lambda p: load_dataset("cifar10"), "needs a data directory"),
+    (lambda p: load_dataset("imagefolder"), "needs --data-dir"),
+    (lambda p: load_dataset("cifar10"), "needs --data-dir"),
     (lambda p: load_dataset("imagefolder", p / "nope"), "does not exist"),
     (lambda p: load_dataset("cifar10", p / "nope"), "does not exist"),
     (lambda p: load_dataset("imagefolder", p), "no images found"),
@@ -360,8 +360,8 @@ def _check_one_line(call, *fragments):
 
 @pytest.mark.parametrize("name, setup, fragment", [
     ("imagenet", None, "unknown dataset 'imagenet'"),
-    ("imagefolder", None, "needs a data directory"),
-    ("cifar10", None, "needs a data directory"),
+    ("imagefolder", None, "needs --data-dir"),
+    ("cifar10", None, "needs --data-dir"),
     ("imagefolder", "nope", "does not exist"),
     ("imagefolder", "", "no images found"),  # only an empty class folder
     ("cifar10", "", "data_batch_1, data_batch_2"),

@@ -315,7 +315,8 @@ def _balanced_sample(labels: np.ndarray, limit: int | None, rng: np.random.Gener
 
 def _require_dir(data_dir: str | Path | None, name: str) -> Path:
     if data_dir is None:
-        raise DatasetError(f"dataset '{name}' needs a data directory; pass data_dir=<path>")
+        raise DatasetError(f"--dataset {name} needs --data-dir PATH (data_dir= from Python), as it is never "
+                           "downloaded; point it at the dataset's folder")
     path = Path(data_dir).expanduser()
     if not path.is_dir():
         raise DatasetError(f"data directory {path} does not exist; check the path passed as data_dir")
