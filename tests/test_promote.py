@@ -239,12 +239,12 @@ def test_proxy_settings_come_from_one_place(tmp_path):
 import trials.fidelity as f
 f.PROXY = f.Fidelity(width=0.25, max_depth=1, img_size=64, epochs=7, lr=1e-3, batch_size=32)
 from nas.cli import parse_search_args, search_parser
-from trials.trial import TrialSettings, ProxyScale
+from trials.trial import TrialSettings
 cfg = parse_search_args(["--budget", "1G", "--out", {str(tmp_path / 'run')!r}])
 print(cfg.proxy_width, cfg.proxy_depth, cfg.proxy_img_size, cfg.proxy_epochs, cfg.proxy_lr, cfg.proxy_batch,
       cfg.proxy_train, cfg.promote)
 print(cfg.proxy_fidelity() == f.PROXY.with_(train_images=3000, val_images=1000))
-print(TrialSettings().proxy.epochs, TrialSettings().proxy.batch_size, ProxyScale().width)
+print(TrialSettings().proxy.epochs, TrialSettings().proxy.batch_size, TrialSettings().fidelity.width)
 print(search_parser().format_help().replace(chr(10), " "))
 """
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)

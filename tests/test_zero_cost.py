@@ -9,7 +9,7 @@ import torch.nn as nn
 
 import nas
 from search_spaces import SEEDS
-from trials.trial import ProxyScale, proxy_spec
+from trials.fidelity import PROXY
 from trials.zero_cost import jacobian_covariance, naswot, synflow
 
 
@@ -72,7 +72,8 @@ def test_scores_run_on_every_seed_proxy():
     torch.manual_seed(0)
     images = torch.randn(8, 3, 32, 32)
     for name in ("van_b0", "pelk_t", "coatnet_0", "smt_t"):
-        model = nas.build_model(proxy_spec(SEEDS[name], ProxyScale(width=0.25, max_depth=1)), num_classes=5, img_size=32)
+        model = nas.build_model(PROXY.with_(width=0.25, max_depth=1).model_spec(SEEDS[name]), num_classes=5,
+                                img_size=32)
         assert synflow(model, (3, 32, 32)) > 0
         assert math.isfinite(naswot(model, images))
         assert math.isfinite(jacobian_covariance(model, images))

@@ -22,19 +22,10 @@ from trials.fidelity import PROXY, Fidelity
 from trials.latency import measure_latency
 from trials.train import ProxyConfig, train_and_evaluate
 
-__all__ = ["ProxyScale", "TrialSettings", "run_trial", "run_promotion", "proxy_spec"]
+__all__ = ["TrialSettings", "run_trial", "run_promotion"]
 
 _logger = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
-
-
-@dataclass
-class ProxyScale:
-    """How much smaller a trained model is than the full one; the model half of a `Fidelity`, kept for
-    callers that scale specs by hand (`proxy_spec`). Defaults: the search's proxy."""
-
-    width: float = PROXY.width  # stage widths x this, rounded to multiples of 16
-    max_depth: int | None = PROXY.max_depth  # blocks per stage at most (None: all)
 
 
 @dataclass
@@ -56,12 +47,6 @@ class TrialSettings:
     def proxy(self) -> ProxyConfig:
         """The proxy's training run: the fidelity's epochs, batch, learning rate, warmup; this seed and threads."""
         return ProxyConfig.from_fidelity(self.fidelity, seed=self.seed, num_threads=self.threads)
-
-
-def proxy_spec(spec: ArchSpec, scale: ProxyScale | Fidelity = PROXY) -> ArchSpec:
-    """The spec trained as the proxy: narrower and shallower, same operators and layout
-    (`Fidelity.model_spec` at the scale's width and depth)."""
-    return PROXY.with_(width=scale.width, max_depth=scale.max_depth).model_spec(spec)
 
 
 def run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report) -> dict[str, Any]:
