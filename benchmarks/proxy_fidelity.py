@@ -44,7 +44,7 @@ from trials.train import ProxyConfig, train_and_evaluate
 RESULTS = Path(__file__).parent / "results" / "fidelity"
 BUDGET = 300e6
 DATASET = "fashion-mnist"
-PROXY_TRAIN, PROXY_VAL = 10_000, 10_000  # the real-data default sample (trials.data.default_samples)
+PROXY_TRAIN, PROXY_VAL = PROXY.default_sample(DATASET)  # the search's sample on this dataset
 # Proxy fidelities measured against the reference. images_3k trains on the synthetic default's sample
 # size (0.3x the default's compute); the others spend about the default's training compute (images x
 # epochs x model MACs; the table prints the ratio measured).
