@@ -126,16 +126,17 @@ def _done(kind: str) -> set[str]:
     return {key for part in RESULTS.glob(f"{kind}_*of*.json") for key in _load(part)}
 
 
-def train_runs(archs: list[dict], fidelity: Fidelity, repeats: dict[str, int], path: Path, device: str,
+def train_runs(archs: list[dict], fidelity: Fidelity, repeats: dict[str, int], kind: str, part: str, device: str,
                threads: int, reverse: bool = False) -> None:
     """Train `fidelity.model_spec(arch)` for every (architecture, training seed); one JSON entry each.
 
-    Runs another process has recorded in a file of the same kind are skipped, so that a second process
+    Results go to RESULTS/{kind}_{part}.json; runs another process has recorded in a file of the same kind
+    are skipped, so that a second process
     can take the same list from its end (`reverse`) and the two meet in the middle.
     """
     torch.set_num_threads(threads)
+    path = RESULTS / f"{kind}_{part}.json"
     results = _load(path)
-    kind = path.stem.split("_")[0] if path.stem.startswith("reference") else path.stem.rsplit("_", 1)[0]
     data = load_dataset(DATASET, None, img_size=fidelity.img_size, max_train=fidelity.train_images,
                         max_val=fidelity.val_images)
     todo = [(a, r) for r in range(max(repeats.values())) for a in archs if r < repeats[a["name"]]]
@@ -313,13 +314,13 @@ def main() -> None:
         two = {a["name"] for a in (archs if args.all_seeds else archs[::2])}
         repeats = {a["name"]: 2 if a["name"] in two else 1 for a in archs}
         data_sizes = REFERENCE.with_(train_images=60_000, val_images=10_000)
-        suffix = "_reverse" if args.reverse else ""
-        train_runs(archs[shard::shards], data_sizes, repeats, RESULTS / f"reference_{shard}of{shards}{suffix}.json",
-                   args.device, args.threads, args.reverse)
+        part = f"{shard}of{shards}" + ("_reverse" if args.reverse else "")
+        train_runs(archs[shard::shards], data_sizes, repeats, "reference", part, args.device, args.threads,
+                   args.reverse)
     elif args.phase == "proxy":
         train_runs(archs[shard::shards], VARIANTS[args.variant].with_(val_images=PROXY_VAL),
-                   {a["name"]: 1 for a in archs}, RESULTS / f"proxy_{args.variant}_{shard}of{shards}.json",
-                   args.device, args.threads)
+                   {a["name"]: 1 for a in archs}, f"proxy_{args.variant}", f"{shard}of{shards}", args.device,
+                   args.threads)
     elif args.phase == "scores":
         zero_cost_scores(archs, RESULTS / "zero_cost.json")
     else:
