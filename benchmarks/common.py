@@ -28,7 +28,7 @@ def median_ms(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> float:
     return statistics.median(times)
 
 
-def _pss_bytes(pid: int) -> int:
+def pss_bytes(pid: int) -> int:
     """Proportional set size: shared pages (Ray's object store, libraries) split among their users, so
     that summing over processes does not count them once per process as RSS would."""
     try:
@@ -38,8 +38,8 @@ def _pss_bytes(pid: int) -> int:
         return 0
 
 
-def _tree_memory_mb(root: int) -> float:
-    """Memory (PSS) of process `root` and all its descendants (Linux /proc), in MB."""
+def tree_pids(root: int) -> set[int]:
+    """Process `root` and all its descendants (Linux /proc)."""
     parent = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -53,7 +53,12 @@ def _tree_memory_mb(root: int) -> float:
     while frontier:
         frontier = {pid for pid, ppid in parent.items() if ppid in frontier and pid not in tree}
         tree |= frontier
-    return sum(_pss_bytes(pid) for pid in tree) / 2**20
+    return tree
+
+
+def _tree_memory_mb(root: int) -> float:
+    """Memory (PSS) of process `root` and all its descendants (Linux /proc), in MB."""
+    return sum(pss_bytes(pid) for pid in tree_pids(root)) / 2**20
 
 
 class PeakMemory:

@@ -23,8 +23,7 @@ from common import RESULTS, PeakMemory, write_result
 from scipy.stats import binomtest, mannwhitneyu
 
 from nas.budget import parse_flops
-from nas.report import hypervolume, normalised_objectives
-from nas.results import trials_frame
+from nas.results import hypervolume, normalised_objectives, trials_frame
 from nas.search import SearchConfig, open_study, run_search
 
 

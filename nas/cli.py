@@ -1,4 +1,8 @@
-"""Command-line front ends: argument parsing, input checks with one-line errors, logging set-up."""
+"""Command-line front ends: argument parsing, input checks with one-line errors, logging set-up.
+
+Everything here imports in milliseconds (no torch, timm, Optuna or Ray): `--help` and every bad-input
+error answer at once; the search's heavy imports happen in `search_main` once the input is good.
+"""
 from __future__ import annotations
 
 import argparse
@@ -11,17 +15,12 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 from search_spaces import SEEDS
-from trials.data import (
-    DATASET_NAMES,
-    DEFAULT_MIN_PER_CLASS,
-    FASHION_MNIST_DIR,
-    DatasetError,
-    check_dataset,
-)
+from trials.devices import cuda_device_count
 from trials.fidelity import PROMOTION, PROXY
+from trials.sources import DATASET_NAMES, DEFAULT_MIN_PER_CLASS, FASHION_MNIST_DIR, DatasetError, check_dataset
 
 from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency, space_floor
-from .search import DEFAULT_PROMOTE, SearchConfig
+from .config import DEFAULT_PROMOTE, DEVICES, SearchConfig
 
 __all__ = ["search_main", "UsageError"]
 
@@ -43,6 +42,16 @@ def _int_at_least(minimum: int):
     return parse
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {value:g}")
+    return value
+
+
 _positive_int = _int_at_least(1)
 _non_negative_int = _int_at_least(0)
 _DEFAULTS = {f.name: f.default for f in fields(SearchConfig)}  # one place: SearchConfig (its proxy: PROXY)
@@ -60,7 +69,8 @@ def search_parser() -> argparse.ArgumentParser:
                    "Required for a new run; a resumed run keeps its own.")
     p.add_argument("--latency-budget", help="optional latency budget of the full model, e.g. 50ms")
     p.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda"),
-                   help="where latency is measured (batch 1, 224x224, median of repeated runs)")
+                   help="where latency is measured (batch 1, 224x224, median of repeated runs); its own choice, "
+                        "whatever --device trains on")
     p.add_argument("--latency-threads", type=_positive_int, default=1,
                    help="CPU threads for latency, the same for every trial of the run whatever --workers is "
                         "(default 1; kept by --resume)")
@@ -87,6 +97,11 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--resume", type=Path, metavar="RUN_DIR", help="continue a stopped or killed run")
     p.add_argument("--ray-address", help="HOST:PORT or 'auto': run on an existing Ray cluster")
     p.add_argument("--cpus-per-trial", type=_positive_int, help="CPUs per trial (default: cores / workers)")
+    p.add_argument("--device", choices=DEVICES, help="where proxies and promotions train: auto (default: CUDA when "
+                   "the machine or Ray cluster has a GPU), cpu or cuda (bf16 autocast, channels_last)")
+    p.add_argument("--gpus-per-trial", type=_positive_float, metavar="FRACTION",
+                   help="GPU share Ray reserves per trial on CUDA (default: GPUs / --workers, at most 1, so that "
+                        "the workers share the GPUs)")
     p.add_argument("--seeds", default="all", help="comma-separated seed names to queue first, 'all' or 'none'")
     g = p.add_argument_group("proxy training (defaults: trials.fidelity.PROXY)")
     g.add_argument("--proxy-img-size", type=_positive_int, default=PROXY.img_size,
@@ -136,9 +151,27 @@ def _resumed_config(args: argparse.Namespace) -> SearchConfig:
     _writable_run_dir(args.resume, resume=True)
     saved = SearchConfig.load(args.resume / "config.json")
     changes = {k: v for k, v in dict(trials=args.trials, workers=args.workers, ray_address=args.ray_address,
-                                     cpus_per_trial=args.cpus_per_trial, promote=args.promote).items()
+                                     cpus_per_trial=args.cpus_per_trial, promote=args.promote,
+                                     device=args.device, gpus_per_trial=args.gpus_per_trial).items()
                if v is not None}
-    return replace(saved, out=args.resume, resume=True, **changes)
+    resumed = replace(saved, out=args.resume, resume=True, **changes)
+    _check_devices(resumed)
+    return resumed
+
+
+def _check_devices(cfg: SearchConfig) -> None:
+    """CUDA asked for where there is none: said now, in one line. On a Ray cluster the search checks the
+    cluster's GPUs once it has joined it."""
+    if cfg.gpus_per_trial is not None and cfg.device == "cpu":
+        raise UsageError("--gpus-per-trial needs --device cuda or auto; drop it to train on the CPU")
+    if cfg.gpus_per_trial is not None and cfg.gpus_per_trial > 1 and cfg.gpus_per_trial != int(cfg.gpus_per_trial):
+        raise UsageError(f"--gpus-per-trial {cfg.gpus_per_trial:g}: above 1, Ray reserves whole GPUs; "
+                         "give a fraction up to 1 or a whole number")
+    local = cfg.ray_address is None
+    if local and cfg.device == "cuda" and cuda_device_count() == 0:
+        raise UsageError("--device cuda: no CUDA GPU here (the CUDA driver reports none); use --device cpu or auto")
+    if local and cfg.latency_device == "cuda" and cuda_device_count() == 0:
+        raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
 
 
 def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
@@ -171,14 +204,9 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
             raise UsageError(f"--seeds: unknown seed {unknown[0]!r}; choose from {', '.join(SEEDS)}")
     if not 0 < args.proxy_width <= 1:
         raise UsageError(f"--proxy-width must be in (0, 1], got {args.proxy_width}")
-    if args.latency_device == "cuda":
-        import torch
-        if not torch.cuda.is_available():
-            raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
     proxy_train, proxy_val = PROXY.default_sample(args.dataset)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
-    _writable_run_dir(out, resume=False)
-    return SearchConfig(
+    cfg = SearchConfig(
         budget_flops=budget, out=out, trials=args.trials or _DEFAULTS["trials"],
         workers=args.workers or _DEFAULTS["workers"], sampler=args.sampler,
         seed=args.seed, latency_budget_ms=latency, latency_device=args.latency_device,
@@ -187,7 +215,11 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
         proxy_train=args.proxy_train or proxy_train, proxy_val=args.proxy_val or proxy_val,
         proxy_width=args.proxy_width, proxy_depth=args.proxy_depth, min_per_class=args.min_per_class,
         ray_address=args.ray_address, cpus_per_trial=args.cpus_per_trial, seeds=seeds,
-        promote=DEFAULT_PROMOTE if args.promote is None else args.promote)
+        promote=DEFAULT_PROMOTE if args.promote is None else args.promote, device=args.device or _DEFAULTS["device"],
+        gpus_per_trial=args.gpus_per_trial)
+    _check_devices(cfg)
+    _writable_run_dir(out, resume=False)  # last: it creates the directory
+    return cfg
 
 
 def setup_logging(run_dir: Path) -> None:
@@ -205,18 +237,18 @@ def setup_logging(run_dir: Path) -> None:
 
 
 def search_main(argv: list[str] | None = None) -> int:
-    from .search import run_search
-
     try:
         cfg = parse_search_args(argv)
     except UsageError as err:
         print(f"search.py: error: {err}", file=sys.stderr)
         return 2
+    from .search import SearchInputError, run_search  # Optuna, Ray and torch: only for good input
+
     cfg.out.mkdir(parents=True, exist_ok=True)
     setup_logging(cfg.out)
     try:
         study = run_search(cfg)
-    except (DatasetError, BudgetError) as err:
+    except (DatasetError, BudgetError, SearchInputError) as err:
         print(f"search.py: error: {err}", file=sys.stderr)
         return 2
     except Exception as err:  # anything else: keep the run, say how to continue

@@ -1,7 +1,9 @@
 """Parameters and FLOPs of a spec without building or running the model (microseconds to milliseconds).
 
-FLOPs are multiply-accumulates in the seed papers' convention (see `nas.ops.base`);
-`torch.utils.flop_counter` reports exactly twice these for unfused attention (checked by the tests).
+FLOPs are multiply-accumulates in the seed papers' convention; the counting rules live in
+`nas.counting`, next to nothing that needs torch, so that counting (and `nas.budget`) costs no torch
+or timm import. `torch.utils.flop_counter` reports exactly twice these for unfused attention (checked
+by the tests).
 """
 from __future__ import annotations
 
@@ -9,10 +11,7 @@ from dataclasses import dataclass
 
 from search_spaces.spec import ArchSpec
 
-from .ops import BLOCKS
-from .ops.base import Count, linear_count, norm_count
-from .ops.pelk import pelk_conv_channels
-from .ops.stems import count_downsample, count_stem
+from .counting import BLOCK_COUNTS, Count, count_downsample, count_stem, linear_count, norm_count, pelk_conv_channels
 from .plan import plan_stages
 
 __all__ = ["ModelCount", "count"]
@@ -44,7 +43,7 @@ def count(spec: ArchSpec, img_size: int = 224, num_classes: int = 1000, in_chans
         stage = spec.stages[plan.index]
         part = count_downsample(stage.downsample, plan.dim_in, plan.dim, plan.out_hw, s)
         for b in plan.blocks:
-            part += BLOCKS[b.spec.type][1](b.dim_in, b.dim, b.spec.params, plan.out_hw, b.stride, s)
+            part += BLOCK_COUNTS[b.spec.type](b.dim_in, b.dim, b.spec.params, plan.out_hw, b.stride, s)
         pelk = next((b for b in stage.blocks if b.type == "pelk"), None)
         if pelk is not None:
             embed = pelk_conv_channels(plan.dim, pelk.params) * pelk.kernel ** 2

@@ -9,12 +9,12 @@ rank agreement.
 from __future__ import annotations
 
 import html
-import json
 import logging
 import os
 import shutil
 from pathlib import Path
 
+import optuna
 import pandas as pd
 
 from search_spaces.spec import ArchSpec
@@ -24,15 +24,14 @@ from .results import (
     completed_rows,
     hypervolume,
     hypervolume_points,
-    normalised_objectives,
     pareto_front,
     pareto_mask,
+    promotion_fidelity,
     promotion_summary,
+    write_results,
 )
 
-# hypervolume and normalised_objectives live in nas.results (the search uses them too) and stay importable here
-__all__ = ["hypervolume", "hypervolume_history", "normalised_objectives", "describe_blocks", "write_report",
-           "write_png", "promotion_text"]
+__all__ = ["hypervolume_history", "describe_blocks", "write_report", "write_run", "write_png", "promotion_text"]
 
 _logger = logging.getLogger(__name__)
 
@@ -231,11 +230,11 @@ def write_png(frame: pd.DataFrame, path: Path, budget: float | None = None) -> P
     return path
 
 
-def front_records(front: pd.DataFrame) -> list[dict]:
-    """pareto.json's records: the non-dominated specs (rows of `pareto_front`) with their numbers;
-    `promoted_accuracy` is the top-1 of the member's promotion (null where it was not promoted)."""
-    promoted = front.promoted_accuracy if "promoted_accuracy" in front else pd.Series(float("nan"), front.index)
-    return [dict(number=int(r.number), seed=r.seed if isinstance(r.seed, str) else "", layout=r.layout,
-                 params=int(r.params), flops=int(r.flops), latency_ms=float(r.latency_ms),
-                 accuracy=float(r.accuracy), promoted_accuracy=None if pd.isna(p) else float(p),
-                 spec=json.loads(r.spec)) for r, p in zip(front.itertuples(), promoted)]
+def write_run(study: optuna.Study, run_dir: Path, budget: float | None = None, latency_budget: float | None = None,
+              fmt: str = "csv") -> pd.DataFrame:
+    """Everything a run directory shows: its tables (`nas.results.write_results`) and pareto.html;
+    returns the trials table."""
+    frame = write_results(study, run_dir, fmt)
+    write_report(frame, run_dir / "pareto.html", budget, latency_budget,
+                 promotion=promotion_summary(frame, promotion_fidelity(study)))
+    return frame

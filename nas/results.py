@@ -195,24 +195,32 @@ def promotion_summary(frame: pd.DataFrame, fidelity: dict | None = None) -> dict
                 **rank_agreement(promoted.accuracy.to_numpy(float), promoted.promoted_accuracy.to_numpy(float)))
 
 
-def write_results(study: optuna.Study, run_dir: Path, budget_flops: float | None = None,
-                  html: bool = True, latency_budget_ms: float | None = None, fmt: str = "csv") -> pd.DataFrame:
-    """Write trials.csv (or .parquet), pareto.json, promotion.json and (optionally) pareto.html; return
-    the trials table."""
-    from .report import front_records, write_report
+def promotion_fidelity(study: optuna.Study) -> dict | None:
+    """The fidelity the run's promotions trained at (the latest recorded), None without promotions."""
+    return next((t.user_attrs["fidelity"] for t in reversed(study.get_trials(deepcopy=False))
+                 if "promotion_of" in t.user_attrs and "fidelity" in t.user_attrs), None)
 
+
+def front_records(front: pd.DataFrame) -> list[dict]:
+    """pareto.json's records: the non-dominated specs (rows of `pareto_front`) with their numbers;
+    `promoted_accuracy` is the top-1 of the member's promotion (null where it was not promoted)."""
+    promoted = front.promoted_accuracy if "promoted_accuracy" in front else pd.Series(float("nan"), front.index)
+    return [dict(number=int(r.number), seed=r.seed if isinstance(r.seed, str) else "", layout=r.layout,
+                 params=int(r.params), flops=int(r.flops), latency_ms=float(r.latency_ms),
+                 accuracy=float(r.accuracy), promoted_accuracy=None if pd.isna(p) else float(p),
+                 spec=json.loads(r.spec)) for r, p in zip(front.itertuples(), promoted)]
+
+
+def write_results(study: optuna.Study, run_dir: Path, fmt: str = "csv") -> pd.DataFrame:
+    """Write the run's tables: trials.csv (or .parquet), pareto.json and, after promotions,
+    promotion.json; return the trials table. The report (pareto.html) is `nas.report.write_run`'s."""
     frame = trials_frame(study)
     if fmt == "parquet":
         frame.to_parquet(run_dir / "trials.parquet", index=False)
     else:
         frame.to_csv(run_dir / "trials.csv", index=False)
-    front = pareto_front(frame)
-    (run_dir / "pareto.json").write_text(json.dumps(front_records(front), indent=2))
-    fidelity = next((t.user_attrs["fidelity"] for t in reversed(study.get_trials(deepcopy=False))
-                     if "promotion_of" in t.user_attrs and "fidelity" in t.user_attrs), None)
-    summary = promotion_summary(frame, fidelity)
+    (run_dir / "pareto.json").write_text(json.dumps(front_records(pareto_front(frame)), indent=2))
+    summary = promotion_summary(frame, promotion_fidelity(study))
     if summary["members"] or summary["promotions_failed"]:
         (run_dir / "promotion.json").write_text(json.dumps(summary, indent=2))
-    if html:
-        write_report(frame, run_dir / "pareto.html", budget_flops, latency_budget_ms, front, summary)
     return frame

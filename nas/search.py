@@ -17,12 +17,11 @@ original (`promotion_of`). How they are kept out of the search's counts, front a
 """
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,90 +32,35 @@ from ray.tune.search.optuna import OptunaSearch
 from search_spaces import SEEDS
 from search_spaces.space import SearchSpace, spec_to_params
 from search_spaces.spec import ArchSpec
-from trials.data import DEFAULT_MIN_PER_CLASS, TrialData, load_dataset
-from trials.fidelity import PROMOTION, PROXY, Fidelity
+from trials.data import TrialData, load_dataset
+from trials.devices import resolve_device
+from trials.fidelity import Fidelity
 
 from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
+from .config import DEFAULT_PROMOTE, SearchConfig, gpu_share
 from .count import count
+from .remote import promotion_task, tune_trainable
 
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["SearchConfig", "BudgetedOptunaSearch", "run_search", "open_study", "fit_seeds", "FittedSeed",
-           "STUDY_NAME", "OBJECTIVES", "DEFAULT_PROMOTE", "completed_trials", "is_promotion", "reconcile",
+__all__ = ["SearchConfig", "SearchInputError", "BudgetedOptunaSearch", "run_search", "open_study", "fit_seeds",
+           "FittedSeed", "STUDY_NAME", "OBJECTIVES", "DEFAULT_PROMOTE", "completed_trials", "is_promotion", "reconcile",
            "promotion_choice", "pending_promotions", "record_promotion_start", "record_promotion_end",
            "run_promotions"]
 
 _logger = logging.getLogger(__name__)
+
+
+class SearchInputError(ValueError):
+    """Input that only the search can check, once it has joined Ray: --device cuda on a cluster without
+    GPUs. One line, exit 2, like the command line's own checks."""
+
+
 STUDY_NAME = "hybrid-nas"
 OBJECTIVES = (("accuracy", "max"), ("flops", "min"), ("latency_ms", "min"))
 # Values told to Optuna for a candidate rejected before training (its constraint marks it infeasible).
 _REJECTED_LATENCY_MS = 1e9
-DEFAULT_PROMOTE = 2  # front members promoted after a search (--promote)
-_PROXY_TRAIN, _PROXY_VAL = PROXY.default_sample("synthetic")  # the default dataset's
-
-
-@dataclass
-class SearchConfig:
-    """What `scripts/search.py` asks for; defaults are the command's defaults, the proxy's from
-    `trials.fidelity.PROXY`, except `promote`: 0 here (library callers, benchmarks and runs saved before
-    promotions existed opt in), `DEFAULT_PROMOTE` on the command line. `promotion` is the promotions'
-    fidelity as a dict (saved in config.json, so that a resumed run promotes as it started); None:
-    `trials.fidelity.PROMOTION` made concrete for this proxy (`Fidelity.above`)."""
-
-    budget_flops: float
-    out: Path
-    trials: int = 24
-    workers: int = 2
-    sampler: str = "tpe"
-    seed: int = 0
-    sampler_seed: int | None = None  # None: `seed`; set apart to vary the sampler alone (benchmarks)
-    latency_budget_ms: float | None = None
-    latency_device: str = "cpu"
-    latency_threads: int = 1  # the same for every trial of a study, whatever --workers says
-    dataset: str = "synthetic"
-    data_dir: str | None = None
-    proxy_img_size: int = PROXY.img_size
-    proxy_epochs: int = PROXY.epochs
-    proxy_lr: float = PROXY.lr
-    proxy_train: int = _PROXY_TRAIN
-    proxy_val: int = _PROXY_VAL
-    proxy_width: float = PROXY.width
-    proxy_depth: int | None = PROXY.max_depth
-    proxy_batch: int = PROXY.batch_size
-    proxy_warmup: float = PROXY.warmup_epochs
-    min_per_class: int = DEFAULT_MIN_PER_CLASS  # imagefolder: fewer classes rather than fewer images per class
-    grace_epochs: int = 2
-    ray_address: str | None = None
-    cpus_per_trial: int | None = None
-    seeds: tuple[str, ...] = field(default_factory=lambda: tuple(SEEDS))
-    resume: bool = False
-    promote: int = 0  # front members to promote after the search (the command's default: DEFAULT_PROMOTE)
-    promotion: dict[str, Any] | None = None
-
-    def __post_init__(self) -> None:
-        if self.promotion is None:
-            self.promotion = asdict(PROMOTION.above(self.proxy_fidelity()))
-
-    def proxy_fidelity(self) -> Fidelity:
-        """The proxy this run trains, image counts included."""
-        return Fidelity(width=self.proxy_width, max_depth=self.proxy_depth, img_size=self.proxy_img_size,
-                        train_images=self.proxy_train, val_images=self.proxy_val, epochs=self.proxy_epochs,
-                        lr=self.proxy_lr, batch_size=self.proxy_batch, warmup_epochs=self.proxy_warmup)
-
-    def promotion_fidelity(self) -> Fidelity:
-        """The fidelity this run's promotions train at, image counts included."""
-        return Fidelity(**self.promotion)
-
-    def save(self, path: Path) -> None:
-        data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}
-        path.write_text(json.dumps(data, indent=2))
-
-    @classmethod
-    def load(cls, path: Path) -> SearchConfig:
-        data = json.loads(path.read_text())
-        data["out"], data["seeds"] = Path(data["out"]), tuple(data["seeds"])
-        return cls(**data)
 
 
 def make_sampler(name: str, seed: int) -> optuna.samplers.BaseSampler:
@@ -388,24 +332,6 @@ def enqueue_seeds(study: optuna.Study, seeds: list[FittedSeed]) -> None:
         study.enqueue_trial(spec_to_params(seed.spec), user_attrs={"seed": seed.name, "scaled": "; ".join(seed.notes)})
 
 
-def _trainable(config: dict[str, Any], data: Any = None, settings: Any = None) -> None:
-    """A Ray Tune function trainable: one candidate, errors reported rather than raised so that the
-    study records them."""
-    import ray
-    from ray import tune
-
-    from trials.trial import run_trial
-
-    node = ray.get_runtime_context().get_node_id()
-    spec = ArchSpec.from_json(config["spec"])
-    try:
-        run_trial(spec, data, settings, report=lambda metrics: tune.report({**metrics, "node": node}))
-    except Exception as err:  # a crashed candidate must not stop the search
-        _logger.warning("trial %s failed: %s", config.get("trial_number"), err)
-        tune.report({"error": f"{type(err).__name__}: {err}", "accuracy": 0.0, "epoch": 0, "node": node,
-                     "flops": count(spec).flops, "latency_ms": math.nan})
-
-
 def _progress_callback(study: optuna.Study, cfg: SearchConfig, run_dir: Path):
     from ray.tune import Callback
 
@@ -428,7 +354,7 @@ def _progress_callback(study: optuna.Study, cfg: SearchConfig, run_dir: Path):
         def _log(self, trials: list) -> None:
             from .results import pareto_front, write_results
 
-            frame = write_results(study, run_dir, cfg.budget_flops, html=False)
+            frame = write_results(study, run_dir)
             counts = frame.state.value_counts()
             running = sum(t.status == "RUNNING" for t in trials)
             front = pareto_front(frame)
@@ -442,27 +368,17 @@ def _progress_callback(study: optuna.Study, cfg: SearchConfig, run_dir: Path):
     return Progress()
 
 
-def _promotion_task(spec_json: str, data: Any, fidelity: Fidelity, seed: int, threads: int) -> dict[str, Any]:
-    """A Ray task: one promotion (`trials.trial.run_promotion`); errors propagate to the driver."""
-    import ray
-
-    from trials.trial import run_promotion
-
-    result = run_promotion(ArchSpec.from_json(spec_json), data, fidelity, seed=seed, threads=threads)
-    return {**result, "node": ray.get_runtime_context().get_node_id()}
-
-
 def _error_line(err: BaseException) -> str:
     cause = getattr(err, "cause", None) or err  # a RayTaskError carries the task's own exception
     text = str(cause).strip().splitlines()
     return f"{type(cause).__name__}: {text[0] if text else ''}"
 
 
-def run_promotions(study: optuna.Study, cfg: SearchConfig, cpus: int) -> int:
+def run_promotions(study: optuna.Study, cfg: SearchConfig, cpus: int, device: str = "cpu", gpus: float = 0.0) -> int:
     """Train the members `pending_promotions` names at the run's promotion fidelity as Ray tasks (up
-    to `cfg.workers` at once, `cpus` CPUs each) in the current Ray session, recording each in the study
-    as it starts and ends; a failed promotion is recorded with its error, never raised. Needs Ray
-    initialised. Returns the number of promotions run."""
+    to `cfg.workers` at once, `cpus` CPUs and `gpus` GPUs each, on `device`) in the current Ray session,
+    recording each in the study as it starts and ends; a failed promotion is recorded with its error,
+    never raised. Needs Ray initialised. Returns the number of promotions run."""
     import ray
 
     from trials.data import load_dataset
@@ -485,7 +401,7 @@ def run_promotions(study: optuna.Study, cfg: SearchConfig, cpus: int) -> int:
                  "%d epochs on %s images (held-out: %s)", len(pending), ", ".join(map(str, pending)), fidelity.epochs,
                  f"{len(data.train_y):,}", f"{len(data.val_y):,}")
     data_ref = ray.put(data)
-    task = ray.remote(num_cpus=cpus, max_retries=0)(_promotion_task)
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=0)(promotion_task)
     queue, running = list(pending), {}
     while queue or running:
         while queue and len(running) < cfg.workers:
@@ -495,7 +411,7 @@ def run_promotions(study: optuna.Study, cfg: SearchConfig, cpus: int) -> int:
                          original.user_attrs.get("layout", ""),
                          f", {original.user_attrs['seed']}" if original.user_attrs.get("seed") else "",
                          original.values[0], number)
-            ref = task.remote(original.user_attrs["spec"], data_ref, fidelity, cfg.seed, cpus)
+            ref = task.remote(original.user_attrs["spec"], data_ref, fidelity, cfg.seed, cpus, device)
             running[ref] = (number, original, time.monotonic())
         ready, _ = ray.wait(list(running), num_returns=1)
         number, original, began = running.pop(ready[0])
@@ -511,7 +427,7 @@ def run_promotions(study: optuna.Study, cfg: SearchConfig, cpus: int) -> int:
         else:
             _logger.warning("promotion of trial %d failed after %.0f s (trial %d): %s", original.number,
                             time.monotonic() - began, number, error)
-        write_results(study, cfg.out, cfg.budget_flops, html=False)
+        write_results(study, cfg.out)
     fidelity_dict = asdict(fidelity)
     text = promotion_text(promotion_summary(trials_frame(study), fidelity_dict))
     if text:
@@ -539,7 +455,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # our progress lines replace Tune's tables
     import ray
 
-    from .results import write_results
+    from .report import write_run
 
     run_dir = cfg.out
     seeds, left_out = fit_seeds(cfg.seeds, cfg.budget_flops)
@@ -568,32 +484,40 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     remaining = cfg.trials - len(completed_trials(study))
     _logger.info("run directory %s: %d more trial(s) to complete (of %d)", run_dir, max(0, remaining), cfg.trials)
     if remaining <= 0 and not pending_promotions(study, cfg.budget_flops, cfg.promote):
-        write_results(study, run_dir, cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms)
+        write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms)
         return study
 
     started_ray = _init_ray(cfg)
-    cpus = cfg.cpus_per_trial or max(1, int(ray.cluster_resources().get("CPU", 1)) // cfg.workers)
+    resources = ray.cluster_resources()
+    cpus = cfg.cpus_per_trial or max(1, int(resources.get("CPU", 1)) // cfg.workers)
     try:
+        try:
+            device = resolve_device(cfg.device, resources.get("GPU", 0.0))
+        except ValueError as err:
+            raise SearchInputError(str(err)) from None
+        gpus = gpu_share(resources.get("GPU", 0.0), cfg.workers, cfg.gpus_per_trial) if device == "cuda" else 0.0
+        _logger.info("trials train on %s: %d CPU(s)%s each, %d at once", device, cpus,
+                     f" and {gpus:g} GPU" if gpus else "", cfg.workers)
         if remaining > 0:
-            _search(study, cfg, seeds, data, remaining, cpus)
+            _search(study, cfg, seeds, data, remaining, cpus, device, gpus)
         if cfg.promote and len(completed_trials(study)) >= cfg.trials:
-            run_promotions(study, cfg, cpus)
+            run_promotions(study, cfg, cpus, device, gpus)
     finally:
-        write_results(study, run_dir, cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms)
+        write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms)
         if started_ray:
             ray.shutdown()
     return study
 
 
 def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], data: TrialData, remaining: int,
-            cpus: int) -> None:
+            cpus: int, device: str, gpus: float) -> None:
     """The search proper: Ray Tune trials proposed by Optuna until `remaining` more have completed."""
     from ray import tune
 
     from trials.trial import TrialSettings
 
     run_dir = cfg.out
-    settings = TrialSettings(fidelity=cfg.proxy_fidelity(), seed=cfg.seed, threads=cpus,
+    settings = TrialSettings(fidelity=cfg.proxy_fidelity(), seed=cfg.seed, threads=cpus, device=device,
                              latency_device=cfg.latency_device, latency_threads=cfg.latency_threads,
                              latency_budget_ms=cfg.latency_budget_ms)
     space = SearchSpace(budget_limits(cfg.budget_flops, keep=tuple(seed.spec for seed in seeds)))
@@ -607,7 +531,8 @@ def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], dat
                                    grace_period=min(cfg.grace_epochs, cfg.proxy_epochs), reduction_factor=2)
     # pruned and failed trials do not count: allow up to 3x the missing count, stop once enough completed
     max_runs = 3 * remaining + cfg.workers
-    trainable = tune.with_resources(tune.with_parameters(_trainable, data=data, settings=settings), {"cpu": cpus})
+    trainable = tune.with_resources(tune.with_parameters(tune_trainable, data=data, settings=settings),
+                                    {"cpu": cpus, "gpu": gpus})
     tuner = tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(search_alg=searcher, scheduler=scheduler, num_samples=max_runs,

@@ -1,12 +1,14 @@
 """HybridNet as timm models: `timm.create_model('hybridnas', spec=...)`, one name per seed
 (`hybridnas_van_b2`, ...), and `timm.create_model('local-dir:PATH')` for exported searches.
 
-Importing `nas` registers them. The `hybridnas_` prefix keeps every name clear of timm's own.
+Registered once both `nas` and `timm` are imported (see `nas/__init__.py`): this module imports no model
+code until a model is created, so it can run while `nas.model` is still importing timm. The
+`hybridnas_` prefix keeps every name clear of timm's own.
 """
 from __future__ import annotations
 
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -14,7 +16,8 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from search_spaces import SEEDS
 from search_spaces.spec import ArchSpec
 
-from .model import HybridNet
+if TYPE_CHECKING:
+    from .model import HybridNet
 
 __all__ = ["create_hybridnas", "MODEL_PREFIX"]
 
@@ -36,6 +39,8 @@ default_cfgs = generate_default_cfgs({
 def create_hybridnas(variant: str, spec: ArchSpec | dict[str, Any] | str, pretrained: bool = False,
                      **kwargs: Any) -> HybridNet:
     """Build through timm's builder: pretrained weights, features_only, num_classes, pretrained_cfg."""
+    from .model import HybridNet
+
     if isinstance(spec, str):
         spec = ArchSpec.from_json(spec)
     elif isinstance(spec, dict):

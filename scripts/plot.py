@@ -12,9 +12,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--format", choices=("csv", "parquet"), default="csv", help="trials table format")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from nas.report import write_png
-    from nas.results import write_results
-    from nas.search import SearchConfig, open_study
+    from nas.config import SearchConfig
+    from nas.report import write_png, write_run
+    from nas.search import open_study
 
     if not (args.run / "study.db").is_file():
         print(f"plot.py: error: {args.run}: no study.db; give the directory of a search run", file=sys.stderr)
@@ -22,8 +22,7 @@ def main(argv: list[str] | None = None) -> int:
     config = args.run / "config.json"
     cfg = SearchConfig.load(config) if config.is_file() else None
     budget = cfg.budget_flops if cfg else None
-    frame = write_results(open_study(args.run), args.run, budget, latency_budget_ms=cfg and cfg.latency_budget_ms,
-                          fmt=args.format)
+    frame = write_run(open_study(args.run), args.run, budget, cfg and cfg.latency_budget_ms, fmt=args.format)
     print(args.run / "pareto.html")
     if args.png:
         png = write_png(frame, args.run / "pareto.png", budget)

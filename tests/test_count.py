@@ -1,4 +1,7 @@
 """nas.count against independent counts: the built module's tensors, torch's FLOP counter, timm, the papers."""
+import subprocess
+import sys
+
 import pytest
 import timm
 import torch
@@ -6,6 +9,7 @@ from timm.layers import set_fused_attn
 from torch.utils.flop_counter import FlopCounterMode
 
 import nas
+from nas.counting import BLOCK_COUNTS
 from nas.ops import BLOCKS
 from nas.ops.attention import MultiHeadSelfAttention
 from nas.ops.base import dense_convolutions
@@ -141,3 +145,19 @@ def test_count_scales_with_resolution_like_a_cnn():
     assert nas.count(spec, img_size=448).flops - nas.count(spec, img_size=448, num_classes=0).flops == 256 * 1000
     conv_macs = nas.count(spec, num_classes=0).flops
     assert nas.count(spec, img_size=448, num_classes=0).flops == 4 * conv_macs
+
+
+def test_every_block_type_has_one_counting_rule():
+    """nas.ops.BLOCKS pairs each module class with the torch-free rule of nas.counting."""
+    assert set(BLOCK_COUNTS) == set(BLOCKS) == set(BLOCK_TYPES)
+    assert all(BLOCKS[kind][1] is BLOCK_COUNTS[kind] for kind in BLOCK_TYPES)
+
+
+def test_counting_and_budgets_import_no_torch_or_timm():
+    """The command line checks budgets against the space's floor before anything heavy loads."""
+    code = ("import sys; import nas.budget as b; from nas.count import count; from search_spaces import SEEDS; "
+            "assert b.space_floor() > 0 and count(SEEDS['pelk_t']).flops > 0; "
+            "print(sorted({'torch', 'timm'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"

@@ -166,3 +166,23 @@ def test_block_sum_sees_the_sparse_mask_and_stays_off_for_flop_counting():
         assert relative_error(conv(x), ref) < 1e-4
         with dense_convolutions():
             assert not use_block_sum(51, 5, 28, 28, training=False)
+
+
+def test_algorithm_rules_apply_on_the_cpu_only(monkeypatch):
+    """The FFT and box-sum rules were measured on a CPU; other devices get the dense conv (the meta device
+    stands in for CUDA: same shapes, no data)."""
+    import nas.ops.base as base
+    import nas.ops.pelk as pelk
+
+    used = []
+    for module, name in ((base, "fft_depthwise_conv2d"), (pelk, "peripheral_conv2d")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: used.append(_n) or _f(*a))
+    weight = torch.randn(8, 1, 31, 31, requires_grad=True)
+    peripheral = PeripheralConv(8, 51, 5)
+    for device, expected in (("cpu", ["fft_depthwise_conv2d", "peripheral_conv2d"]), ("meta", [])):
+        used.clear()
+        x = torch.randn(2, 8, 16, 16, device=device, requires_grad=True)  # training: large kernels, 16 px maps
+        assert base.depthwise_conv2d(x, weight.to(device), None).shape == x.shape
+        assert peripheral.to(device)(x).shape == x.shape
+        assert used == expected, device

@@ -19,6 +19,7 @@ from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
 import nas
+from nas.report import write_run
 from nas.results import (
     TRIAL_COLUMNS,
     exclusive_contributions,
@@ -27,7 +28,6 @@ from nas.results import (
     pareto_front,
     rank_agreement,
     trials_frame,
-    write_results,
 )
 from nas.search import (
     SearchConfig,
@@ -152,7 +152,7 @@ def test_promotions_are_recorded_apart_from_the_search(tmp_path):
     assert pending_promotions(study, BUDGET, 2) == []  # a failed promotion is finished: not rerun
     assert pending_promotions(study, BUDGET, 3) == [1]
 
-    frame = write_results(study, tmp_path, BUDGET)
+    frame = write_run(study, tmp_path, BUDGET)
     table = pd.read_csv(tmp_path / "trials.csv")
     assert list(table.columns) == TRIAL_COLUMNS
     assert list(table.state) == ["COMPLETE"] * 4 + ["PROMOTION", "FAIL"]

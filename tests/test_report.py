@@ -11,8 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from nas.report import hypervolume, hypervolume_history, write_report
-from nas.results import pareto_mask
+from nas.report import hypervolume_history, write_report
+from nas.results import hypervolume, pareto_mask
 from search_spaces import SEEDS
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -18,6 +18,7 @@ import nas
 from nas.results import TRIAL_COLUMNS
 from nas.search import promotion_choice
 from search_spaces import SEEDS, ArchSpec
+from trials.devices import cuda_device_count
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--budget", "1gflops", "--workers", "2", "--proxy-epochs", "2", "--proxy-train", "200",
@@ -45,12 +46,29 @@ def load(run: Path) -> optuna.Study:
     (["--budget", "5G", "--latency-budget", "soon"], "invalid latency budget"),
     (["--budget", "10mflops"], "the smallest architecture of the search space needs 20.3 MFLOPs"),
     (["--budget", "1G", "--dataset", "fashion-mnist", "--data-dir", "/no/such/dir"], "dataset-fashion-mnist"),
+    (["--budget", "1G", "--gpus-per-trial", "0"], "--gpus-per-trial: must be > 0"),
+    (["--budget", "1G", "--device", "cpu", "--gpus-per-trial", "0.5"], "--gpus-per-trial needs --device cuda"),
+    pytest.param(["--budget", "1G", "--device", "cuda"], "no CUDA GPU here",
+                 marks=pytest.mark.skipif(cuda_device_count() > 0, reason="this machine has a GPU")),
 ])
 def test_bad_input_is_one_line_and_exit_2(args, message):
     result = search(*args, timeout=60)
     assert result.returncode == 2
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0], result.stderr
+
+
+@pytest.mark.parametrize("args", [["--help"], ["--budget", "abc"], ["--budget", "10mflops"],
+                                  ["--budget", "1G", "--dataset", "cifar10"], ["--budget", "1G", "--out", "/proc/x"]])
+def test_help_and_bad_input_import_no_torch_ray_or_optuna(args):
+    """What makes the command answer at once (benchmarks/cli_speed.py times it): nothing heavy is imported
+    before the input is known to be good."""
+    code = ("import sys\nfrom nas.cli import search_main\ntry:\n    code = search_main(sys.argv[1:])\n"
+            "except SystemExit as stop:\n    code = stop.code\n"
+            "print(code, sorted({'torch', 'timm', 'ray', 'optuna', 'pandas'} & set(sys.modules)))")
+    result = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd=ROOT,
+                            timeout=60)
+    assert result.stdout.strip().splitlines()[-1] == f"{0 if args == ['--help'] else 2} []", result.stderr
 
 
 def test_empty_or_unreadable_image_folder_is_one_line_and_exit_2(tmp_path):
@@ -327,3 +345,30 @@ def test_two_node_ray_cluster(tmp_path):
         for p in nodes:
             os.killpg(p.pid, signal.SIGKILL)
             p.wait()
+
+
+def test_optuna_search_private_state_the_searcher_relies_on(tmp_path):
+    """`BudgetedOptunaSearch` reaches into Ray's OptunaSearch (Ray 2.60): `_ot_trials` (Tune trial id ->
+    the live Optuna trial), `_ot_study` (the study it tells) and `_completed_trials` (ids already told).
+    Ray does not promise them: a Ray upgrade that changes them fails here, by name, not mid-search."""
+    from ray.tune.search.optuna import OptunaSearch
+
+    from nas.budget import budget_limits
+    from nas.search import OBJECTIVES, STUDY_NAME, open_study
+    from search_spaces.space import SearchSpace
+
+    study = open_study(tmp_path)
+    searcher = OptunaSearch(space=SearchSpace(budget_limits(1e9)), metric=[m for m, _ in OBJECTIVES],
+                            mode=[m for _, m in OBJECTIVES], sampler=optuna.samplers.RandomSampler(seed=0),
+                            storage=study._storage, study_name=STUDY_NAME)
+    config = searcher.suggest("t1")
+    ArchSpec.from_json(config["spec"])
+    ot_trial = searcher._ot_trials["t1"]
+    assert isinstance(ot_trial, optuna.trial.Trial) and isinstance(searcher._completed_trials, set)
+    assert [t.state for t in study.get_trials()] == [optuna.trial.TrialState.RUNNING]
+    assert study.trials[ot_trial.number].params == ot_trial.params
+    searcher._ot_study.tell(ot_trial, [50.0, 1e8, 3.0])  # what our on_trial_complete does
+    assert study.trials[0].values == [50.0, 1e8, 3.0]
+    searcher.suggest("t2")
+    searcher.on_trial_complete("t2", {"accuracy": 60.0, "flops": 2e8, "latency_ms": 4.0})
+    assert "t2" in searcher._completed_trials and study.trials[1].values == [60.0, 2e8, 4.0]

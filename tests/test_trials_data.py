@@ -3,6 +3,8 @@ import gzip
 import logging
 import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -478,6 +480,30 @@ def test_fashion_mnist_resize_and_balanced_sample(tmp_path):
     assert torch.equal(again.train_x, data.train_x) and torch.equal(again.val_y, data.val_y)
 
 
+def test_sources_check_dataset_fails_without_importing_torch(tmp_path):
+    """The command line checks its data through trials.sources before anything imports torch (2 s)."""
+    script = (
+        "import sys\n"
+        "from trials.sources import DatasetError, check_dataset\n"
+        "for name in ('imagefolder', 'cifar10', 'fashion-mnist'):\n"
+        "    try:\n"
+        "        check_dataset(name, sys.argv[1])\n"
+        "    except DatasetError as e:\n"
+        "        print(name, 'DatasetError', e)\n"
+        "print('heavy:', sorted({m.split('.')[0] for m in sys.modules} & {'torch', 'torchvision', 'PIL'}))\n"
+    )
+    missing = tmp_path / "nowhere"
+    done = subprocess.run([sys.executable, "-c", script, str(missing)], capture_output=True, text=True,
+                          cwd=Path(__file__).resolve().parents[1], timeout=120)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[-1] == "heavy: []", done.stdout
+    assert lines[0].startswith("imagefolder DatasetError data directory") and f"{missing} does not exist" in lines[0]
+    assert lines[1].startswith("cifar10 DatasetError data directory") and f"{missing} does not exist" in lines[1]
+    assert lines[2].startswith(f"fashion-mnist DatasetError Fashion-MNIST not found in {missing}")
+    assert len(lines) == 4, done.stdout
+
+
 def test_fashion_mnist_missing_files_name_the_package(tmp_path):
     message = _check_one_line(lambda: load_fashion_mnist(tmp_path / "nowhere"),
                               f"Fashion-MNIST not found in {tmp_path / 'nowhere'}",
@@ -539,3 +565,19 @@ def test_real_fashion_mnist_is_learnable_quickly(fashion_default):
     )
     result = train_and_evaluate(model, small, ProxyConfig(epochs=2, batch_size=16, lr=2e-3))
     assert result.final_top1 > 55.0  # chance: 10%; 69-71% measured over 3 training seeds
+
+
+def test_trial_data_pickles_its_images_out_of_band():
+    """Protocol 5 hands the arrays over as buffers (what lets Ray's workers share one copy of the data in
+    its object store); the round trip keeps every field."""
+    data = make_synthetic(200, 50, seed=1)
+    buffers: list[pickle.PickleBuffer] = []
+    payload = pickle.dumps(data, protocol=5, buffer_callback=buffers.append)
+    image_bytes = data.train_x.numel() * 4 + data.val_x.numel() * 4
+    assert len(payload) < 10_000 < image_bytes  # the images travel in the buffers, not in the pickle
+    assert sum(memoryview(b).nbytes for b in buffers) >= image_bytes
+    back = pickle.loads(payload, buffers=buffers)
+    for field in dataclasses.fields(TrialData):
+        a, b = getattr(data, field.name), getattr(back, field.name)
+        assert torch.equal(a, b) if isinstance(a, torch.Tensor) else a == b, field.name
+    assert back.train_x.dtype == torch.float32 and back.train_y.dtype == torch.int64

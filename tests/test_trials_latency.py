@@ -43,3 +43,11 @@ def test_sparsity_masks_are_applied_once_per_measurement(monkeypatch):
     assert len(calls) == 1  # cached once; uncached, each of the 4 forwards would apply it
     assert parametrize.is_parametrized(model[0], "weight")
     assert (model[0].weight == 0).sum() == int(0.4 * model[0].weight.numel())
+
+
+def test_a_model_built_only_to_be_timed_is_timed_without_a_copy():
+    model = timm.create_model("resnet10t", num_classes=10).train()
+    result = measure_latency(model, img_size=32, warmup=1, runs=3, copy_model=False)
+    assert result.median_ms > 0
+    assert not model.training  # converted in place: eval mode, channels_last
+    assert model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)

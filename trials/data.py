@@ -27,8 +27,11 @@ took smt_t to 99%). See benchmarks/seed_separation.py.
 ``imagefolder``, ``cifar10`` and ``fashion-mnist`` are read from disk, never
 downloaded. Samples are seeded and class-balanced, and an image folder is only
 listed before its sample is drawn, so loading costs the same for 10,000 or
-1.28M files (benchmarks/folder_loading.py). ``check_dataset`` finds a missing
-or empty dataset from file names alone, before anything expensive starts.
+1.28M files (benchmarks/folder_loading.py).
+
+Where a dataset's files are and whether they are there (names, folders, ``check_dataset``) lives in
+`trials.sources`, which does not import torch, so that a command checks its data in milliseconds
+instead of first paying torch's 2 s import; the public names that moved are re-exported here.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import math
 import os
 import pickle
 import struct
+import warnings
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -48,35 +52,40 @@ import numpy as np
 import torch
 from PIL import Image
 
+from trials.sources import (
+    _CIFAR_BATCHES,
+    DATASET_NAMES,
+    DEFAULT_MIN_PER_CLASS,
+    DEFAULT_SAMPLES,
+    FASHION_MNIST_DIR,
+    IMAGE_EXTENSIONS,
+    REAL_DATA_SAMPLES,
+    DatasetError,
+    _cifar_dir,
+    _fashion_mnist_files,
+    _imagefolder_roots,
+    _list_folder,
+    _no_images_error,
+    _require_dir,
+    check_dataset,
+    default_samples,
+)
+
+__all__ = [
+    "CIFAR10_CLASSES", "FASHION_MNIST_CLASSES", "NUM_COARSE", "NUM_SUMS", "NUM_TEXTURES", "SYNTHETIC_CLASSES",
+    "SYNTHETIC_NUM_CLASSES", "SyntheticLatents", "TrialData", "load_cifar10", "load_dataset",
+    "load_fashion_mnist", "load_imagefolder", "make_synthetic", "read_idx", "render_synthetic",
+    "sample_synthetic_latents",
+    # Defined in trials.sources, re-exported for callers that import them from here:
+    "DATASET_NAMES", "DEFAULT_MIN_PER_CLASS", "DEFAULT_SAMPLES", "FASHION_MNIST_DIR", "IMAGE_EXTENSIONS",
+    "REAL_DATA_SAMPLES", "DatasetError", "check_dataset", "default_samples",
+]
+
 _logger = logging.getLogger(__name__)
 
-DATASET_NAMES = ("synthetic", "imagefolder", "cifar10", "fashion-mnist")
-
-# Images a proxy trains and validates on by default: (train, val). The synthetic set is generated at the
-# size its take-off behaviour was tuned for (benchmarks/seed_separation.py). On real data the proxy is
-# data-bound: on Fashion-MNIST at 600 MFLOPs, 3,000 images x 4 epochs held the seeds at 84% at most, and at
-# equal compute 12,000 x 1 beat 6,000 x 2 beat 3,000 x 4; 10,000 x 4 (3.3x the compute) reached 86-88%
-# (benchmarks/README.md). Validation: Fashion-MNIST's whole test set; elsewhere as many (binomial noise
-# about 0.35 points against 1.1 for 1,000 images).
-DEFAULT_SAMPLES = {"synthetic": (3000, 1000)}
-REAL_DATA_SAMPLES = (10_000, 10_000)
-
-
-def default_samples(name: str) -> tuple[int, int]:
-    """The (train, val) image counts a proxy uses on dataset `name` unless told otherwise."""
-    return DEFAULT_SAMPLES.get(name, REAL_DATA_SAMPLES)
-
-
-IMAGE_EXTENSIONS = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".webp"})  # compared lower-cased
-DEFAULT_MIN_PER_CLASS = 30  # imagefolder: fewest training images per class before classes are subset
-
-FASHION_MNIST_DIR = Path("/usr/share/datasets/fashion-mnist")  # where Debian's dataset-fashion-mnist installs it
 FASHION_MNIST_CLASSES = (
     "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
     "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
-)
-_FASHION_MNIST_FILES = (
-    "train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte",
 )
 
 CIFAR10_CLASSES = (
@@ -107,10 +116,6 @@ _NOISE_STD = 0.3
 _TINTS = np.array([[1.2, 0.9, 0.9], [0.9, 1.2, 0.9], [0.9, 0.9, 1.2]], dtype=np.float32)
 
 
-class DatasetError(ValueError):
-    """A dataset cannot be loaded; the message names the problem and the fix."""
-
-
 @dataclass
 class TrialData:
     """Both splits of a dataset as tensors: images float32 NCHW, labels int64."""
@@ -126,6 +131,20 @@ class TrialData:
     @property
     def img_size(self) -> int:
         return self.train_x.shape[-1]
+
+    def __reduce__(self) -> tuple:
+        # Pickled as numpy arrays: Ray keeps those in its object store and every worker maps the one copy
+        # (zero-copy, read only), where pickled tensors would be copied into each worker.
+        arrays = tuple(t.numpy() for t in (self.train_x, self.train_y, self.val_x, self.val_y))
+        return _trial_data_from_arrays, (self.name, *arrays, self.num_classes, self.class_names)
+
+
+def _trial_data_from_arrays(name: str, train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray,
+                            val_y: np.ndarray, num_classes: int, class_names: tuple[str, ...] | None) -> TrialData:
+    with warnings.catch_warnings():  # Ray's zero-copy arrays are read only; the trials only read them
+        warnings.filterwarnings("ignore", "The given NumPy array is not writable")
+        tensors = [torch.from_numpy(a) for a in (train_x, train_y, val_x, val_y)]
+    return TrialData(name, *tensors, num_classes, class_names)
 
 
 @dataclass
@@ -313,69 +332,6 @@ def _balanced_sample(labels: np.ndarray, limit: int | None, rng: np.random.Gener
     return np.sort(np.concatenate(picks))
 
 
-def _require_dir(data_dir: str | Path | None, name: str) -> Path:
-    if data_dir is None:
-        raise DatasetError(f"--dataset {name} needs --data-dir PATH (data_dir= from Python), as it is never "
-                           "downloaded; point it at the dataset's folder")
-    path = Path(data_dir).expanduser()
-    if not path.is_dir():
-        raise DatasetError(f"data directory {path} does not exist; check the path passed as data_dir")
-    return path
-
-
-def _is_image_name(name: str) -> bool:
-    return not name.startswith(".") and os.path.splitext(name)[1].lower() in IMAGE_EXTENSIONS
-
-
-def _class_dirs(root: Path) -> list[str]:
-    with os.scandir(root) as entries:
-        return sorted(e.name for e in entries if not e.name.startswith(".") and e.is_dir())
-
-
-def _image_names(folder: Path) -> list[str]:
-    """Image file names in folder, sorted so that a seed picks the same files on every file system."""
-    with os.scandir(folder) as entries:
-        return sorted(e.name for e in entries if _is_image_name(e.name) and e.is_file())
-
-
-def _list_folder(root: Path) -> dict[str, list[str]]:
-    """Class name -> image file names, for every class sub-folder of root that holds images.
-
-    Names only: no stat of the files and nothing decoded, so that listing ImageNet's 1.28M files costs
-    seconds and its memory (the name strings) is freed once the sample is drawn.
-    """
-    listing = {}
-    for name in _class_dirs(root):
-        files = _image_names(root / name)
-        if files:
-            listing[name] = files
-    return listing
-
-
-def _no_images_error(root: Path) -> DatasetError:
-    exts = "/".join(sorted(IMAGE_EXTENSIONS))
-    return DatasetError(f"no images found in class folders under {root}; put {exts} files in one sub-folder per class")
-
-
-def _imagefolder_roots(root: Path) -> tuple[Path, Path | None]:
-    """(train root, val root or None): train/ and val/ when both exist, else root itself."""
-    if (root / "train").is_dir() and (root / "val").is_dir():
-        return root / "train", root / "val"
-    return root, None
-
-
-def _has_class_with_image(root: Path) -> bool:
-    """Whether some class folder of root holds an image; stops at the first one found (cheap on ImageNet)."""
-    with os.scandir(root) as entries:
-        for entry in entries:
-            if entry.name.startswith(".") or not entry.is_dir():
-                continue
-            with os.scandir(entry.path) as files:
-                if any(_is_image_name(f.name) and f.is_file() for f in files):
-                    return True
-    return False
-
-
 def _choose_classes(
         train_counts: np.ndarray, max_train: int | None, min_per_class: int, rng: np.random.Generator,
 ) -> np.ndarray:
@@ -551,22 +507,6 @@ def _read_cifar_batch(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.from_numpy(x.copy()), torch.tensor(batch[b"labels"], dtype=torch.int64)
 
 
-_CIFAR_BATCHES = tuple(f"data_batch_{i}" for i in range(1, 6)) + ("test_batch",)
-
-
-def _cifar_dir(root: Path) -> Path:
-    """The folder holding the batch files (root or its cifar-10-batches-py); DatasetError if any is missing."""
-    if (root / "cifar-10-batches-py").is_dir():
-        root = root / "cifar-10-batches-py"
-    missing = [n for n in _CIFAR_BATCHES if not (root / n).is_file()]
-    if missing:
-        raise DatasetError(
-            f"CIFAR-10 batch files missing in {root}: {', '.join(missing)}; "
-            "extract cifar-10-python.tar.gz there (no download is attempted)"
-        )
-    return root
-
-
 def load_cifar10(
         data_dir: str | Path,
         img_size: int = 32,
@@ -632,28 +572,6 @@ def read_idx(path: str | Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=offset).reshape(shape)
 
 
-def _fashion_mnist_files(data_dir: str | Path | None) -> list[Path]:
-    """The four IDX files (train images, train labels, test images, test labels), each gzipped or not, directly
-    in data_dir or in torchvision's layout data_dir/FashionMNIST/raw; one-line DatasetError if any is missing."""
-    root = FASHION_MNIST_DIR if data_dir is None else Path(data_dir).expanduser()
-    found, missing = [], []
-    for stem in _FASHION_MNIST_FILES:
-        candidates = [folder / name for folder in (root, root / "FashionMNIST" / "raw")
-                      for name in (stem, stem + ".gz")]
-        path = next((p for p in candidates if p.is_file()), None)
-        if path is None:
-            missing.append(stem + "[.gz]")
-        else:
-            found.append(path)
-    if missing:
-        what = "" if len(missing) == len(_FASHION_MNIST_FILES) else f" (missing {', '.join(missing)})"
-        raise DatasetError(
-            f"Fashion-MNIST not found in {root}{what}; install it with `sudo apt-get install dataset-fashion-mnist` "
-            "or pass --data-dir to a folder with its four IDX files"
-        )
-    return found
-
-
 def _as_float_images(x: torch.Tensor, img_size: int) -> torch.Tensor:
     """(N, C, H, W) uint8 -> float in [0, 1] at img_size x img_size (bilinear, antialiased)."""
     t = x.float().div_(255.0)
@@ -691,26 +609,6 @@ def load_fashion_mnist(
     _logger.info("fashion-mnist %s: %d train, %d val", paths[0].parent, len(train_y), len(val_y))
     return _standardised(TrialData("fashion-mnist", train_x, train_y, val_x, val_y,
                                    len(FASHION_MNIST_CLASSES), FASHION_MNIST_CLASSES))
-
-
-def check_dataset(name: str, data_dir: str | Path | None = None) -> None:
-    """Raise the one-line DatasetError that loading would raise for a missing or empty dataset, without
-    decoding anything (file and folder names only, a few milliseconds even on ImageNet), so that a command
-    can fail before it starts anything expensive. Corrupt files are only found by loading."""
-    if name == "synthetic":
-        return
-    if name == "fashion-mnist":
-        _fashion_mnist_files(data_dir)
-        return
-    if name not in DATASET_NAMES:
-        raise DatasetError(f"unknown dataset '{name}'; choose one of {', '.join(DATASET_NAMES)}")
-    root = _require_dir(data_dir, name)
-    if name == "cifar10":
-        _cifar_dir(root)
-        return
-    for folder in _imagefolder_roots(root):
-        if folder is not None and not _has_class_with_image(folder):
-            raise _no_images_error(folder)
 
 
 def load_dataset(

@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 from search_spaces.scaling import scale_spec
 from search_spaces.spec import ArchSpec
+from trials.sources import default_samples
 
 __all__ = ["Fidelity", "PROXY", "PROMOTION", "REFERENCE"]
 
@@ -68,8 +69,6 @@ class Fidelity:
 
     def default_sample(self, dataset: str) -> tuple[int, int]:
         """(train, val) images at this fidelity on `dataset`, from the dataset's default proxy sample."""
-        from trials.data import default_samples
-
         return self.sample_sizes(*default_samples(dataset))
 
     def above(self, proxy: Fidelity) -> Fidelity:

@@ -1,7 +1,8 @@
 """Inference latency of one candidate, measured the way it would be deployed.
 
 The model is timed on a deep copy, so channels_last conversion, the device move
-and eval mode never leak into the caller's model (which may still be training).
+and eval mode never leak into the caller's model (which may still be training);
+a model built only to be timed can skip the copy.
 Parametrized weights (the fixed sparsity masks) are computed once and cached for
 the whole measurement, as a deployed model stores them: otherwise every forward
 would redo `weight * mask` (about 8% of PeLK-T's latency).
@@ -40,7 +41,7 @@ class LatencyResult:
         return self.p75_ms - self.p25_ms
 
 
-def _channels_last(model: nn.Module) -> nn.Module:
+def to_channels_last(model: nn.Module) -> nn.Module:
     """channels_last for the 4-D weights; Module.to(memory_format=...) refuses a model holding other
     ranks (e.g. CondConv's bank of expert kernels)."""
     for param in model.parameters():
@@ -58,8 +59,10 @@ def measure_latency(
         warmup: int = 10,
         runs: int = 30,
         in_chans: int = 3,
+        copy_model: bool = True,
 ) -> LatencyResult:
-    """Median forward time of a deep copy of model in eval / inference mode.
+    """Median forward time of a deep copy of model in eval / inference mode (of model itself, converted
+    in place, with copy_model=False: for a model built only to be timed, whose copy would double its memory).
 
     The input and the copy are channels_last; torch's intra-op thread count is
     fixed to threads for the measurement and restored afterwards. On CUDA every
@@ -72,7 +75,7 @@ def measure_latency(
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        net = _channels_last(copy.deepcopy(model).to(dev)).eval()
+        net = to_channels_last((copy.deepcopy(model) if copy_model else model).to(dev)).eval()
         x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
         x = x.contiguous(memory_format=torch.channels_last)
         times = []

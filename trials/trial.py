@@ -7,6 +7,8 @@ trained at the fidelity (`trials.fidelity`): the proxy's (smaller images, width 
 """
 from __future__ import annotations
 
+import ctypes
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -22,7 +24,7 @@ from trials.fidelity import PROXY, Fidelity
 from trials.latency import measure_latency
 from trials.train import ProxyConfig, train_and_evaluate
 
-__all__ = ["TrialSettings", "run_trial", "run_promotion"]
+__all__ = ["TrialSettings", "run_trial", "run_promotion", "release_freed_memory"]
 
 _logger = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
@@ -42,11 +44,12 @@ class TrialSettings:
     latency_budget_ms: float | None = None
     latency_threads: int = 1  # fixed for a whole study, so that its latencies compare
     threads: int = 1  # for training
+    device: str = "cpu"  # for training; latency has its own (`latency_device`)
 
     @property
     def proxy(self) -> ProxyConfig:
         """The proxy's training run: the fidelity's epochs, batch, learning rate, warmup; this seed and threads."""
-        return ProxyConfig.from_fidelity(self.fidelity, seed=self.seed, num_threads=self.threads)
+        return ProxyConfig.from_fidelity(self.fidelity, seed=self.seed, num_threads=self.threads, device=self.device)
 
 
 def run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report) -> dict[str, Any]:
@@ -58,6 +61,7 @@ def run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: 
         return _run_trial(spec, data, settings, report)
     finally:
         torch.set_num_threads(threads)
+        release_freed_memory()
 
 
 def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report) -> dict[str, Any]:
@@ -68,8 +72,9 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
     full = nas.build_model(spec, num_classes=1000, img_size=settings.img_size)
     latency = measure_latency(full, img_size=settings.img_size, device=settings.latency_device,
                               threads=settings.latency_threads, warmup=settings.latency_warmup,
-                              runs=settings.latency_runs)
+                              runs=settings.latency_runs, copy_model=False)
     del full
+    release_freed_memory()
     metrics["latency_ms"] = latency.median_ms
     if settings.latency_budget_ms is not None and latency.median_ms > settings.latency_budget_ms:
         metrics.update(infeasible=1, duration_s=time.perf_counter() - start)
@@ -88,8 +93,27 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
     return metrics
 
 
+def release_freed_memory() -> None:
+    """Hand the heap pages freed so far back to the OS (glibc's malloc_trim; elsewhere nothing). A Ray
+    actor runs trial after trial: without this, the pages a candidate's full-size model and training
+    freed stay with the process, scattered over its allocator arenas (benchmarks/search_memory.py)."""
+    gc.collect()  # objects in reference cycles first
+    if _malloc_trim is not None:
+        _malloc_trim(0)
+
+
+def _load_malloc_trim() -> Callable[[int], int] | None:
+    try:
+        return ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl)
+        return None
+
+
+_malloc_trim = _load_malloc_trim()
+
+
 def run_promotion(spec: ArchSpec, data: TrialData, fidelity: Fidelity, seed: int = 0,
-                  threads: int = 1) -> dict[str, Any]:
+                  threads: int = 1, device: str = "cpu") -> dict[str, Any]:
     """Train `fidelity.model_spec(spec)` (the full model at a promotion fidelity) on `data` with the
     fidelity's training run, as a trial trains its proxy (same seeding); no latency, no reporting.
 
@@ -102,9 +126,11 @@ def run_promotion(spec: ArchSpec, data: TrialData, fidelity: Fidelity, seed: int
     try:
         torch.manual_seed(seed)
         model = nas.build_model(fidelity.model_spec(spec), num_classes=data.num_classes, img_size=data.img_size)
-        result = train_and_evaluate(model, data, ProxyConfig.from_fidelity(fidelity, seed=seed, num_threads=threads))
+        result = train_and_evaluate(model, data, ProxyConfig.from_fidelity(fidelity, seed=seed, num_threads=threads,
+                                                                           device=device))
     finally:
         torch.set_num_threads(previous)
+        release_freed_memory()
     return dict(accuracy=result.final_top1, val_top1=result.val_top1, train_loss=result.train_loss,
                 epochs=result.epochs_run, images=len(data.train_y), duration_s=time.perf_counter() - start,
                 cpu_s=time.process_time() - cpu)

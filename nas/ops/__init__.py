@@ -1,33 +1,40 @@
-"""Operator and block modules, one file per family, each with the counting rule of its blocks."""
-from .attention import MsaBlock, MultiHeadSelfAttention, RelPosBias, count_msa
-from .base import Count
-from .conv import ConvNeXtBlock, MbConvBlock, count_convnext, count_mbconv
-from .doconv import DOConv2d, DOConvBlock, count_doconv
-from .dynamic import CondConv2d, CondConvBlock, DynamicConv2d, DynamicConvBlock, count_condconv, count_dynconv
-from .ghost import GhostBottleneck, GhostModule, count_ghost
-from .involution import Involution2d, InvolutionBlock, count_involution
-from .lka import LargeKernelAttention, VanBlock, count_lka
-from .pelk import PelkBlock, PeripheralConv, count_pelk, peripheral_half_grid, peripheral_index
-from .resnest import ResNeStBlock, SplitAttention, count_resnest
-from .scconv import SCConvBlock, SelfCalibratedConv, count_scconv
-from .smt import SamBlock, ScaleAwareModulation, count_sam
+"""Operator and block modules, one file per family.
+
+Their counting rules live in :mod:`nas.counting`, next to nothing that needs torch, so that counting
+(`nas.count`) and budgets (`nas.budget`) cost no torch import; `BLOCKS` pairs each block's module
+class with its rule.
+"""
+from ..counting import BLOCK_COUNTS, Count
+from .attention import MsaBlock, MultiHeadSelfAttention, RelPosBias
+from .conv import ConvNeXtBlock, MbConvBlock
+from .doconv import DOConv2d, DOConvBlock
+from .dynamic import CondConv2d, CondConvBlock, DynamicConv2d, DynamicConvBlock
+from .ghost import GhostBottleneck, GhostModule
+from .involution import Involution2d, InvolutionBlock
+from .lka import LargeKernelAttention, VanBlock
+from .pelk import PelkBlock, PeripheralConv, peripheral_half_grid, peripheral_index
+from .resnest import ResNeStBlock, SplitAttention
+from .scconv import SCConvBlock, SelfCalibratedConv
+from .smt import SamBlock, ScaleAwareModulation
+
+_MODULES = {
+    "convnext": ConvNeXtBlock,
+    "mbconv": MbConvBlock,
+    "lka": VanBlock,
+    "pelk": PelkBlock,
+    "sam": SamBlock,
+    "msa": MsaBlock,
+    "condconv": CondConvBlock,
+    "dynconv": DynamicConvBlock,
+    "ghost": GhostBottleneck,
+    "scconv": SCConvBlock,
+    "doconv": DOConvBlock,
+    "resnest": ResNeStBlock,
+    "involution": InvolutionBlock,
+}
 
 # block type -> (module class, counting function); the keys are search_spaces.BLOCK_TYPES.
-BLOCKS = {
-    "convnext": (ConvNeXtBlock, count_convnext),
-    "mbconv": (MbConvBlock, count_mbconv),
-    "lka": (VanBlock, count_lka),
-    "pelk": (PelkBlock, count_pelk),
-    "sam": (SamBlock, count_sam),
-    "msa": (MsaBlock, count_msa),
-    "condconv": (CondConvBlock, count_condconv),
-    "dynconv": (DynamicConvBlock, count_dynconv),
-    "ghost": (GhostBottleneck, count_ghost),
-    "scconv": (SCConvBlock, count_scconv),
-    "doconv": (DOConvBlock, count_doconv),
-    "resnest": (ResNeStBlock, count_resnest),
-    "involution": (InvolutionBlock, count_involution),
-}
+BLOCKS = {block: (module, BLOCK_COUNTS[block]) for block, module in _MODULES.items()}
 
 __all__ = [
     "BLOCKS", "Count", "ConvNeXtBlock", "MbConvBlock", "VanBlock", "LargeKernelAttention", "PelkBlock",

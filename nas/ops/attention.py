@@ -13,10 +13,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 
-from .base import Count, conv_count, linear_count, matmul_count, norm_count
-from .conv import count_pool_shortcut, layer_scale, pool_shortcut
+from ..counting import count_msa
+from .conv import layer_scale, pool_shortcut
 from .init import init_module
-from .smt import ConvMlp, count_conv_mlp
+from .smt import ConvMlp
 
 __all__ = ["RelPosBias", "MultiHeadSelfAttention", "MsaBlock", "count_msa"]
 
@@ -112,26 +112,3 @@ class MsaBlock(nn.Module):
         y = self.down(self.norm1(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2))
         x = shortcut + self.drop_path(self.ls1(self.attn(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)))
-
-
-def count_msa(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-              stride: int = 1, sparsity: float = 0.0) -> Count:
-    tokens = out_hw[0] * out_hw[1]
-    heads = params["heads"]
-    attn = (linear_count(dim_in, 3 * dim, tokens, bias=params["qkv_bias"], sparsity=sparsity)
-            + matmul_count(2 * tokens * tokens * dim)  # Q.K^T and A.V over all heads
-            + linear_count(dim, dim, tokens, sparsity=sparsity))
-    if params["rel_pos"]:
-        attn += Count(heads * (2 * out_hw[0] - 1) * (2 * out_hw[1] - 1), 0,
-                      heads * (2 * out_hw[0] - 1) * (2 * out_hw[1] - 1), 0)
-    if params["v_conv"]:
-        attn += conv_count(dim, dim, 3, out_hw, groups=dim, sparsity=sparsity)
-    hidden = int(dim * params["mlp_ratio"])
-    if params["mlp"] == "conv":
-        mlp = count_conv_mlp(dim, hidden, out_hw, sparsity)
-    else:
-        mlp = (linear_count(dim, hidden, tokens, sparsity=sparsity)
-               + linear_count(hidden, dim, tokens, sparsity=sparsity))
-    scale = Count(dim, 0, dim, 0) * (2 * int(params["layer_scale"] > 0))
-    return (count_pool_shortcut(dim_in, dim, out_hw, sparsity) + norm_count(dim_in) + attn
-            + norm_count(dim) + mlp + scale)

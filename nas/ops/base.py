@@ -1,67 +1,21 @@
-"""Shared pieces of the operator modules: the Count of a module and per-layer counting rules.
+"""Shared pieces of the operator modules: norms and the exact fast paths of depthwise convolutions.
 
-Counting follows the seed papers' convention: multiply-accumulates (MACs) of convolutions, linear
-layers and the attention matmuls; norms, activations, softmax, pooling, biases and element-wise
-products cost nothing. Parameters are exact. `sparsity` is the fraction of a conv/linear weight held
-at zero by a fixed mask (:mod:`nas.sparse`), which removes exactly ``int(numel * sparsity)`` weights.
+The Count of a module and the per-layer counting rules (`conv_count`, `linear_count`, `norm_count`,
+`matmul_count`, in the seed papers' MAC convention) live in :mod:`nas.counting`, next to nothing that
+needs torch, so that counting and budgets cost no torch import; they are re-exported here.
 """
 from __future__ import annotations
-
-from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import LayerNorm2d
 
+from ..counting import Count, conv_count, linear_count, matmul_count, norm_count
+
 __all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d", "DepthwiseConv2d",
            "depthwise_conv2d", "dense_convolutions", "fast_paths_enabled", "reach", "fft_depthwise_conv2d", "use_fft",
            "use_channels_last"]
-
-
-@dataclass(frozen=True)
-class Count:
-    """Parameters and MACs of a module; the nonzero_* figures leave out masked (sparse) weights."""
-
-    params: int = 0
-    flops: int = 0
-    nonzero_params: int = 0
-    nonzero_flops: float = 0.0
-
-    def __add__(self, other: Count) -> Count:
-        return Count(self.params + other.params, self.flops + other.flops,
-                     self.nonzero_params + other.nonzero_params, self.nonzero_flops + other.nonzero_flops)
-
-    def __mul__(self, times: int) -> Count:
-        return Count(self.params * times, self.flops * times,
-                     self.nonzero_params * times, self.nonzero_flops * times)
-
-    __rmul__ = __mul__
-
-
-def conv_count(cin: int, cout: int, kernel: int | tuple[int, int], out_hw: tuple[int, int],
-               groups: int = 1, bias: bool = True, sparsity: float = 0.0) -> Count:
-    """A Conv2d producing an `out_hw` map; a 1x1 conv on tokens is a linear layer."""
-    kh, kw = (kernel, kernel) if isinstance(kernel, int) else kernel
-    weights = cout * (cin // groups) * kh * kw
-    macs = weights * out_hw[0] * out_hw[1]
-    zeros = int(weights * sparsity)
-    params = weights + (cout if bias else 0)
-    return Count(params, macs, params - zeros, macs * (weights - zeros) / weights)
-
-
-def linear_count(cin: int, cout: int, tokens: int, bias: bool = True, sparsity: float = 0.0) -> Count:
-    return conv_count(cin, cout, 1, (tokens, 1), bias=bias, sparsity=sparsity)
-
-
-def norm_count(channels: int, affine: bool = True) -> Count:
-    params = 2 * channels if affine else 0
-    return Count(params, 0, params, 0)
-
-
-def matmul_count(macs: int) -> Count:
-    """Weight-free products (attention's Q.K^T and A.V)."""
-    return Count(0, macs, 0, macs)
 
 
 def make_norm2d(kind: str, channels: int) -> nn.Module:
@@ -128,16 +82,26 @@ def fft_depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tens
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
+def rules_measured_for(x: torch.Tensor) -> bool:
+    """Whether the algorithm rules (cropping, FFT, layout, PeLK's box sums) hold for x's device. They were
+    measured on a CPU (`benchmarks/large_kernel.py`); on CUDA the plain dense conv (cuDNN) runs until
+    each rule is measured there."""
+    return x.device.type == "cpu"
+
+
 def depthwise_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                      dilation: int = 1) -> torch.Tensor:
     """A 'same'-padded depthwise conv: skips the kernel taps which can only see padding, then runs
     the cropped kernel through an FFT (training, large undilated kernels on large maps) or directly on
-    channels_last tensors.
+    channels_last tensors. On other devices than the CPU, the dense conv (`rules_measured_for`).
 
     Exact: the skipped taps multiply zeros in the forward pass and get zero gradient in the backward
     pass either way. On small maps (proxies, late stages) this is what makes large kernels affordable.
     """
     k = weight.shape[-1]
+    if not rules_measured_for(x):
+        pad = (k // 2) * dilation
+        return F.conv2d(x, weight, bias, padding=pad, dilation=dilation, groups=x.shape[1])
     ry, rx = reach(k, dilation, x.shape[-2]), reach(k, dilation, x.shape[-1])
     half = k // 2
     if (ry, rx) != (half, half):

@@ -7,7 +7,8 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath, Mlp
 
-from .base import Count, DepthwiseConv2d, conv_count, linear_count, norm_count
+from ..counting import count_convnext, count_mbconv, count_pool_shortcut, se_channels
+from .base import DepthwiseConv2d
 from .init import init_module
 
 __all__ = ["ConvNeXtBlock", "MbConvBlock", "count_convnext", "count_mbconv"]
@@ -53,17 +54,6 @@ class ConvNeXtBlock(nn.Module):
         return x + self.drop_path(self.ls(y))
 
 
-def count_convnext(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                   stride: int = 1, sparsity: float = 0.0) -> Count:
-    tokens = out_hw[0] * out_hw[1]
-    hidden = int(params["mlp_ratio"] * dim)
-    return (conv_count(dim, dim, params["kernel"], out_hw, groups=dim, sparsity=sparsity)
-            + norm_count(dim)
-            + linear_count(dim, hidden, tokens, sparsity=sparsity)
-            + linear_count(hidden, dim, tokens, sparsity=sparsity)
-            + Count(dim, 0, dim, 0) * int(params["layer_scale"] > 0))
-
-
 class SqueezeExcite(nn.Module):
     """SE gate as in EfficientNet / CoAtNet: pool, 1x1 reduce, SiLU, 1x1 expand, sigmoid."""
 
@@ -78,10 +68,6 @@ class SqueezeExcite(nn.Module):
         return x * s.sigmoid()
 
 
-def _se_channels(dim: int, params: dict[str, Any]) -> int:
-    return max(1, round(dim * params["se_ratio"])) if params["se_ratio"] > 0 else 0
-
-
 def pool_shortcut(dim_in: int, dim: int, stride: int) -> nn.Module:
     """Identity, or 2x2 average pool and/or 1x1 projection when the block changes shape (CoAtNet)."""
     layers: list[nn.Module] = []
@@ -90,10 +76,6 @@ def pool_shortcut(dim_in: int, dim: int, stride: int) -> nn.Module:
     if dim_in != dim:
         layers.append(nn.Conv2d(dim_in, dim, 1))
     return nn.Sequential(*layers) if layers else nn.Identity()
-
-
-def count_pool_shortcut(dim_in: int, dim: int, out_hw: tuple[int, int], sparsity: float) -> Count:
-    return conv_count(dim_in, dim, 1, out_hw, sparsity=sparsity) if dim_in != dim else Count()
 
 
 class MbConvBlock(nn.Module):
@@ -113,7 +95,7 @@ class MbConvBlock(nn.Module):
         self.conv_dw = nn.Conv2d(mid, mid, k, padding=k // 2, groups=mid, bias=False)
         self.norm2 = nn.BatchNorm2d(mid)
         self.act = nn.GELU()
-        se = _se_channels(dim, params)
+        se = se_channels(dim, params)
         self.se = SqueezeExcite(mid, se) if se else nn.Identity()
         self.conv2 = nn.Conv2d(mid, dim, 1)
         self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
@@ -128,22 +110,6 @@ class MbConvBlock(nn.Module):
         x = self.act(self.norm1(self.conv1(self.pre_norm(x))))
         x = self.se(self.act(self.norm2(self.conv_dw(x))))
         return shortcut + self.drop_path(self.conv2(x))
-
-
-def count_mbconv(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                 stride: int = 1, sparsity: float = 0.0) -> Count:
-    mid = int(dim * params["expand_ratio"])
-    se = _se_channels(dim, params)
-    count = (count_pool_shortcut(dim_in, dim, out_hw, sparsity)
-             + norm_count(dim_in)
-             + conv_count(dim_in, mid, 1, out_hw, bias=False, sparsity=sparsity)
-             + norm_count(mid)
-             + conv_count(mid, mid, params["kernel"], out_hw, groups=mid, bias=False, sparsity=sparsity)
-             + norm_count(mid)
-             + conv_count(mid, dim, 1, out_hw, sparsity=sparsity))
-    if se:
-        count += conv_count(mid, se, 1, (1, 1), sparsity=sparsity) + conv_count(se, mid, 1, (1, 1), sparsity=sparsity)
-    return count
 
 
 __all__ += ["LayerScale2d", "layer_scale", "SqueezeExcite", "pool_shortcut", "count_pool_shortcut"]

@@ -27,8 +27,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Count
-from .mixer import MixerBlock, count_mixer_block, dense_count
+from ..counting import count_doconv
+from .mixer import MixerBlock
 
 __all__ = ["DOConv2d", "DOConvBlock", "count_doconv"]
 
@@ -90,11 +90,3 @@ class DOConvBlock(MixerBlock):
                  drop_path: float = 0.0, feat_size: tuple[int, int] = (7, 7)) -> None:
         assert dim_in == dim and stride == 1, "DO-Conv blocks keep width and resolution"
         super().__init__(DOConv2d(dim, dim, params["kernel"], params["d_mul"], groups=dim), dim, params, drop_path)
-
-
-def count_doconv(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                 stride: int = 1, sparsity: float = 0.0) -> Count:
-    k, d_mul = params["kernel"], params["d_mul"]
-    params_wd = dim * d_mul + dim * k * k * d_mul  # W (depthwise: C x 1 x D_mul) and D (C x k*k x D_mul)
-    mixer = dense_count(params_wd, dim * k * k * out_hw[0] * out_hw[1])  # the folded depthwise conv
-    return count_mixer_block(mixer, dim, params, out_hw, sparsity)

@@ -29,8 +29,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Count, linear_count, matmul_count
-from .mixer import MixerBlock, count_mixer_block, dense_count
+from ..counting import count_condconv, count_dynconv, dynconv_hidden
+from .mixer import MixerBlock
 
 __all__ = [
     "CondConv2d", "DynamicConv2d", "CondConvBlock", "DynamicConvBlock", "count_condconv", "count_dynconv",
@@ -75,11 +75,6 @@ class CondConv2d(nn.Module):
 
     def forward(self, x: torch.Tensor, routing: torch.Tensor | None = None) -> torch.Tensor:
         return mixed_kernel_conv(x, self.routing_weights(x) if routing is None else routing, self.weight, self.groups)
-
-
-def dynconv_hidden(cin: int) -> int:
-    """Width of DynamicConv's attention MLP: the paper's reduction ratio 4 (at least 4 units)."""
-    return max(4, cin // 4)
 
 
 class DynamicConv2d(nn.Module):
@@ -143,23 +138,3 @@ class DynamicConvBlock(MixerBlock):
     @temperature.setter
     def temperature(self, value: float) -> None:
         self.mixer.temperature = float(value)
-
-
-def _dynamic_dw_count(dim: int, kernel: int, n: int, out_hw: tuple[int, int]) -> Count:
-    weights = dim * kernel * kernel  # one depthwise kernel
-    return dense_count(n * weights, weights * out_hw[0] * out_hw[1]) + matmul_count(n * weights)
-
-
-def count_condconv(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                   stride: int = 1, sparsity: float = 0.0) -> Count:
-    e = params["experts"]
-    mixer = _dynamic_dw_count(dim, params["kernel"], e, out_hw) + linear_count(dim, e, 1, sparsity=sparsity)
-    return count_mixer_block(mixer, dim, params, out_hw, sparsity)
-
-
-def count_dynconv(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                  stride: int = 1, sparsity: float = 0.0) -> Count:
-    k, hidden = params["num_kernels"], dynconv_hidden(dim)
-    mixer = (_dynamic_dw_count(dim, params["kernel"], k, out_hw)
-             + linear_count(dim, hidden, 1, sparsity=sparsity) + linear_count(hidden, k, 1, sparsity=sparsity))
-    return count_mixer_block(mixer, dim, params, out_hw, sparsity)

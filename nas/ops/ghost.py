@@ -11,21 +11,16 @@ computed), BN parameters; all convs are nn.Conv2d (sparsity masks apply).
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .base import Count, conv_count, norm_count
+from ..counting import count_ghost, count_ghost_module, ghost_primary_channels
 from .init import init_module
 
 __all__ = ["GhostModule", "GhostBottleneck", "count_ghost", "count_ghost_module", "ghost_primary_channels"]
-
-
-def ghost_primary_channels(cout: int, ratio: int) -> int:
-    return math.ceil(cout / ratio)
 
 
 class GhostModule(nn.Module):
@@ -44,15 +39,6 @@ class GhostModule(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.primary(x)
         return torch.cat([y, self.cheap(y)], dim=1)[:, :self.cout]
-
-
-def count_ghost_module(cin: int, cout: int, ratio: int, kernel: int, dw_kernel: int, out_hw: tuple[int, int],
-                       sparsity: float = 0.0) -> Count:
-    init = ghost_primary_channels(cout, ratio)
-    cheap = init * (ratio - 1)
-    return (conv_count(cin, init, kernel, out_hw, bias=False, sparsity=sparsity) + norm_count(init)
-            + conv_count(init, cheap, dw_kernel, out_hw, groups=init, bias=False, sparsity=sparsity)
-            + norm_count(cheap))
 
 
 class GhostBottleneck(nn.Module):
@@ -75,11 +61,3 @@ class GhostBottleneck(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.drop_path(self.ghost2(self.ghost1(x)))
-
-
-def count_ghost(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                stride: int = 1, sparsity: float = 0.0) -> Count:
-    hidden = int(params["mlp_ratio"] * dim)
-    shape = (params["ratio"], params["kernel"], params["dw_kernel"], out_hw)
-    return (count_ghost_module(dim, hidden, *shape, sparsity=sparsity)
-            + count_ghost_module(hidden, dim, *shape, sparsity=sparsity))

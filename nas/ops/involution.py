@@ -20,18 +20,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Count, conv_count, matmul_count, norm_count
-from .mixer import MixerBlock, count_mixer_block, largest_divisor
+from ..counting import count_involution, involution_groups, involution_reduced
+from .mixer import MixerBlock
 
 __all__ = ["Involution2d", "InvolutionBlock", "count_involution", "involution_groups", "involution_reduced"]
-
-
-def involution_groups(dim: int, group_channels: int) -> int:
-    return largest_divisor(dim, max(1, dim // group_channels))
-
-
-def involution_reduced(dim: int, reduction: int) -> int:
-    return max(1, dim // reduction)
 
 
 class Involution2d(nn.Module):
@@ -66,14 +58,3 @@ class InvolutionBlock(MixerBlock):
         assert dim_in == dim and stride == 1, "Involution blocks keep width and resolution"
         mixer = Involution2d(dim, params["kernel"], params["group_channels"], params["reduction"])
         super().__init__(mixer, dim, params, drop_path)
-
-
-def count_involution(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                     stride: int = 1, sparsity: float = 0.0) -> Count:
-    k = params["kernel"]
-    g = involution_groups(dim, params["group_channels"])
-    reduced = involution_reduced(dim, params["reduction"])
-    mixer = (conv_count(dim, reduced, 1, out_hw, bias=False, sparsity=sparsity) + norm_count(reduced)
-             + conv_count(reduced, k * k * g, 1, out_hw, sparsity=sparsity)
-             + matmul_count(k * k * dim * out_hw[0] * out_hw[1]))
-    return count_mixer_block(mixer, dim, params, out_hw, sparsity)

@@ -6,23 +6,18 @@ K=21, d=3 is VAN's 5x5 followed by 7x7 with dilation 3.
 """
 from __future__ import annotations
 
-import math
 from typing import Any
 
 import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .base import Count, DepthwiseConv2d, conv_count, norm_count
+from ..counting import count_lka, lka_kernels
+from .base import DepthwiseConv2d
 from .conv import layer_scale
 from .init import init_module
 
 __all__ = ["LargeKernelAttention", "VanBlock", "count_lka", "lka_kernels"]
-
-
-def lka_kernels(kernel: int, dilation: int) -> tuple[int, int]:
-    """The local and the dilated kernel sizes that decompose a `kernel` x `kernel` receptive field."""
-    return 2 * dilation - 1, math.ceil(kernel / dilation)
 
 
 class LargeKernelAttention(nn.Module):
@@ -90,19 +85,3 @@ class VanBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x))))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x))))
-
-
-def count_conv_ffn(dim: int, hidden: int, out_hw: tuple[int, int], sparsity: float) -> Count:
-    return (conv_count(dim, hidden, 1, out_hw, sparsity=sparsity)
-            + conv_count(hidden, hidden, 3, out_hw, groups=hidden, sparsity=sparsity)
-            + conv_count(hidden, dim, 1, out_hw, sparsity=sparsity))
-
-
-def count_lka(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-              stride: int = 1, sparsity: float = 0.0) -> Count:
-    local, spatial = lka_kernels(params["kernel"], params["dilation"])
-    attn = (conv_count(dim, dim, 1, out_hw, sparsity=sparsity) * 3
-            + conv_count(dim, dim, local, out_hw, groups=dim, sparsity=sparsity)
-            + conv_count(dim, dim, spatial, out_hw, groups=dim, sparsity=sparsity))
-    scale = Count(dim, 0, dim, 0) * (2 * int(params["layer_scale"] > 0))
-    return norm_count(dim) * 2 + attn + count_conv_ffn(dim, int(dim * params["mlp_ratio"]), out_hw, sparsity) + scale

@@ -12,16 +12,11 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .base import Count, conv_count, norm_count
+from ..counting import count_mixer_block, dense_count, largest_divisor
 from .conv import layer_scale
 from .init import init_module
 
-__all__ = ["MixerBlock", "count_mixer_block", "largest_divisor"]
-
-
-def largest_divisor(n: int, at_most: int) -> int:
-    """The largest divisor of `n` that is <= `at_most` (and >= 1): fits groups to any width."""
-    return next(d for d in range(max(1, min(at_most, n)), 0, -1) if n % d == 0)
+__all__ = ["MixerBlock", "count_mixer_block", "largest_divisor", "dense_count"]
 
 
 class MixerBlock(nn.Module):
@@ -48,21 +43,3 @@ class MixerBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.pw2(self.act(self.pw1(self.norm(self.mixer(x)))))
         return x + self.drop_path(self.ls(y))
-
-
-def count_mixer_block(mixer: Count, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                      sparsity: float = 0.0) -> Count:
-    """The mixer's own count plus the norm, the MLP and the layer scale around it."""
-    hidden = int(params["mlp_ratio"] * dim)
-    return (mixer + norm_count(dim)
-            + conv_count(dim, hidden, 1, out_hw, sparsity=sparsity)
-            + conv_count(hidden, dim, 1, out_hw, sparsity=sparsity)
-            + Count(dim, 0, dim, 0) * int(params["layer_scale"] > 0))
-
-
-def dense_count(params: int, flops: int) -> Count:
-    """Weights held outside nn.Conv2d/nn.Linear: never masked, so all of them are nonzero."""
-    return Count(params, flops, params, flops)
-
-
-__all__ += ["dense_count"]

@@ -25,24 +25,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import DropPath, Mlp, trunc_normal_
 
-from .base import Count, depthwise_conv2d, fast_paths_enabled, linear_count, norm_count, reach
+from ..counting import count_pelk, pelk_conv_channels, peripheral_half_grid
+from .base import depthwise_conv2d, fast_paths_enabled, reach, rules_measured_for
 from .conv import layer_scale
 from .init import init_module
 
 __all__ = ["peripheral_half_grid", "peripheral_index", "peripheral_bounds", "peripheral_conv2d", "use_block_sum",
            "PeripheralConv", "PelkBlock", "count_pelk", "pelk_conv_channels"]
-
-
-def peripheral_half_grid(kernel: int, center: int) -> list[int]:
-    """Sizes of the sharing cells along one half-axis, from the centre outward (centre pixel first)."""
-    radius, center_radius = kernel // 2, center // 2
-    cells = [1] * (center_radius + 1)
-    remaining, size = radius - center_radius, 2
-    while remaining > 0:
-        cells.append(min(size, remaining))
-        remaining -= cells[-1]
-        size *= 2
-    return cells
 
 
 def peripheral_index(kernel: int, center: int) -> torch.Tensor:
@@ -146,10 +135,6 @@ def _wide(x: torch.Tensor) -> bool:
         x.device.type in ("cpu", "cuda") and torch.is_autocast_enabled(x.device.type))
 
 
-def pelk_conv_channels(dim: int, params: dict[str, Any]) -> int:
-    return int(dim * params["conv_ratio"])
-
-
 class PeripheralConv(nn.Module):
     """Depthwise K x K conv whose kernel is gathered from a small shared kernel (see module doc)."""
 
@@ -189,6 +174,8 @@ class PeripheralConv(nn.Module):
         weight = self.weight  # read once: a sparsity parametrization recomputes it on every access
         bias = self.bias if pos_embed is None else self.bias + self.pos_embed_bias(weight, pos_embed)
         height, width = x.shape[-2:]
+        if not rules_measured_for(x):
+            return depthwise_conv2d(x, self._gather(weight, self.kernel_size // 2), bias)
         training = torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad)
         if use_block_sum(self.kernel_size, self.center, height, width, training) and _wide(x):
             return peripheral_conv2d(x, weight, bias, self.kernel_size, self.center)
@@ -230,29 +217,3 @@ class PelkBlock(nn.Module):
         y = torch.cat([self.conv(x_conv, pos_embed), x_id], dim=1).permute(0, 2, 3, 1)
         y = self.mlp(self.norm(y)).permute(0, 3, 1, 2)
         return x + self.drop_path(self.ls(y))
-
-
-def count_peripheral_conv(channels: int, kernel: int, center: int, out_hw: tuple[int, int],
-                          sparsity: float) -> Count:
-    """Parameters of the shared kernel; MACs of the dense K x K conv (the papers' convention).
-
-    Masking a shared weight zeroes its whole cell, so the nonzero MACs are the expected fraction.
-    """
-    small = 2 * len(peripheral_half_grid(kernel, center)) - 1
-    weights = channels * small * small
-    zeros = int(weights * sparsity)
-    macs = channels * kernel * kernel * out_hw[0] * out_hw[1]
-    return Count(weights + channels, macs, weights - zeros + channels, macs * (weights - zeros) / weights)
-
-
-def count_pelk(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-               stride: int = 1, sparsity: float = 0.0) -> Count:
-    """One block; the stage's positional embedding is counted by the stage."""
-    tokens = out_hw[0] * out_hw[1]
-    hidden = int(params["mlp_ratio"] * dim)
-    channels = pelk_conv_channels(dim, params)
-    return (count_peripheral_conv(channels, params["kernel"], params["center"], out_hw, sparsity)
-            + norm_count(dim)
-            + linear_count(dim, hidden, tokens, sparsity=sparsity)
-            + linear_count(hidden, dim, tokens, sparsity=sparsity)
-            + Count(dim, 0, dim, 0) * int(params["layer_scale"] > 0))

@@ -21,19 +21,10 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from .base import Count, conv_count, norm_count
-from .mixer import MixerBlock, count_mixer_block, largest_divisor
+from ..counting import count_resnest, resnest_cardinality, resnest_inter
+from .mixer import MixerBlock
 
 __all__ = ["SplitAttention", "ResNeStBlock", "count_resnest", "resnest_cardinality", "resnest_inter"]
-
-
-def resnest_cardinality(dim: int, cardinality: int) -> int:
-    return largest_divisor(dim, cardinality)
-
-
-def resnest_inter(dim: int, radix: int, reduction: int, cardinality: int) -> int:
-    inter = max(dim * radix // reduction, 32)
-    return -(-inter // cardinality) * cardinality
 
 
 class SplitAttention(nn.Module):
@@ -82,15 +73,3 @@ class ResNeStBlock(MixerBlock):
         assert dim_in == dim and stride == 1, "ResNeSt blocks keep width and resolution"
         mixer = SplitAttention(dim, params["kernel"], params["radix"], params["cardinality"], params["reduction"])
         super().__init__(mixer, dim, params, drop_path)
-
-
-def count_resnest(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                  stride: int = 1, sparsity: float = 0.0) -> Count:
-    r = params["radix"]
-    card = resnest_cardinality(dim, params["cardinality"])
-    inter = resnest_inter(dim, r, params["reduction"], card)
-    mixer = (conv_count(dim, dim * r, params["kernel"], out_hw, groups=card, bias=False, sparsity=sparsity)
-             + norm_count(dim * r)
-             + conv_count(dim, inter, 1, (1, 1), groups=card, sparsity=sparsity) + norm_count(inter)
-             + conv_count(inter, dim * r, 1, (1, 1), groups=card, sparsity=sparsity))
-    return count_mixer_block(mixer, dim, params, out_hw, sparsity)

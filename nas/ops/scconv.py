@@ -17,18 +17,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from .base import Count, conv_count, norm_count
-from .mixer import MixerBlock, count_mixer_block
+from ..counting import count_scconv, pooled_size
+from .mixer import MixerBlock
 
 __all__ = ["SelfCalibratedConv", "SCConvBlock", "count_scconv", "pooled_size"]
 
 
 def _conv_bn(cin: int, cout: int, kernel: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, kernel, padding=kernel // 2, bias=False), nn.BatchNorm2d(cout))
-
-
-def pooled_size(hw: tuple[int, int], r: int) -> tuple[int, int]:
-    return -(-hw[0] // r), -(-hw[1] // r)
 
 
 class SelfCalibratedConv(nn.Module):
@@ -61,14 +57,3 @@ class SCConvBlock(MixerBlock):
                  drop_path: float = 0.0, feat_size: tuple[int, int] = (7, 7)) -> None:
         assert dim_in == dim and stride == 1, "SCConv blocks keep width and resolution"
         super().__init__(SelfCalibratedConv(dim, params["kernel"], params["pooling"]), dim, params, drop_path)
-
-
-def count_scconv(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-                 stride: int = 1, sparsity: float = 0.0) -> Count:
-    k, c1, c2 = params["kernel"], dim - dim // 2, dim // 2
-    pooled = pooled_size(out_hw, params["pooling"])
-    mixer = (conv_count(c2, c2, k, out_hw, bias=False, sparsity=sparsity)
-             + conv_count(c1, c1, k, pooled, bias=False, sparsity=sparsity)
-             + conv_count(c1, c1, k, out_hw, bias=False, sparsity=sparsity) * 2
-             + norm_count(c2) + norm_count(c1) * 3)
-    return count_mixer_block(mixer, dim, params, out_hw, sparsity)

@@ -12,7 +12,8 @@ import torch
 import torch.nn as nn
 from timm.layers import DropPath
 
-from .base import Count, DepthwiseConv2d, conv_count, linear_count, norm_count
+from ..counting import count_conv_mlp, count_sam
+from .base import DepthwiseConv2d
 from .conv import layer_scale
 from .init import init_module
 
@@ -33,13 +34,6 @@ class ConvMlp(nn.Module):
         x = self.fc1(x)
         x = self.act(x + self.conv_dw(x.permute(0, 3, 1, 2)).permute(0, 2, 3, 1))
         return self.fc2(x)
-
-
-def count_conv_mlp(dim: int, hidden: int, out_hw: tuple[int, int], sparsity: float) -> Count:
-    tokens = out_hw[0] * out_hw[1]
-    return (linear_count(dim, hidden, tokens, sparsity=sparsity)
-            + conv_count(hidden, hidden, 3, out_hw, groups=hidden, sparsity=sparsity)
-            + linear_count(hidden, dim, tokens, sparsity=sparsity))
 
 
 class ScaleAwareModulation(nn.Module):
@@ -92,18 +86,3 @@ class SamBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.drop_path(self.ls1(self.attn(self.norm1(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)))
         return x + self.drop_path(self.ls2(self.mlp(self.norm2(x.permute(0, 2, 3, 1))).permute(0, 3, 1, 2)))
-
-
-def count_sam(dim_in: int, dim: int, params: dict[str, Any], out_hw: tuple[int, int],
-              stride: int = 1, sparsity: float = 0.0) -> Count:
-    tokens = out_hw[0] * out_hw[1]
-    heads, expand = params["heads"], params["expand_ratio"]
-    head_dim = dim // heads
-    sam = linear_count(dim, dim, tokens, sparsity=sparsity) * 3  # v, s, proj
-    for i in range(heads):
-        sam += conv_count(head_dim, head_dim, 3 + 2 * i, out_hw, groups=head_dim, sparsity=sparsity)
-    sam += (conv_count(dim, dim * expand, 1, out_hw, groups=head_dim, sparsity=sparsity)
-            + norm_count(dim * expand)
-            + conv_count(dim * expand, dim, 1, out_hw, sparsity=sparsity))
-    scale = Count(dim, 0, dim, 0) * (2 * int(params["layer_scale"] > 0))
-    return norm_count(dim) * 2 + sam + count_conv_mlp(dim, int(dim * params["mlp_ratio"]), out_hw, sparsity) + scale

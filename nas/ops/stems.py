@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from .base import Count, conv_count, make_norm2d, norm_count
+from ..counting import count_downsample, count_stem
+from .base import make_norm2d
 
 __all__ = ["build_stem", "count_stem", "build_downsample", "count_downsample"]
 
@@ -30,23 +31,6 @@ def build_stem(kind: str, in_chans: int, width: int, kernel: int, norm: str) -> 
     raise ValueError(f"unknown stem {kind!r}")
 
 
-def count_stem(kind: str, in_chans: int, width: int, kernel: int, norm: str, img_hw: tuple[int, int],
-               sparsity: float = 0.0) -> Count:
-    h2, w2 = img_hw[0] // 2, img_hw[1] // 2
-    h4, w4 = img_hw[0] // 4, img_hw[1] // 4
-    if kind == "overlap":
-        return conv_count(in_chans, width, kernel, (h4, w4), sparsity=sparsity) + norm_count(width)
-    if kind == "patch":
-        return conv_count(in_chans, width, 4, (h4, w4), sparsity=sparsity) + norm_count(width)
-    if kind == "conv2":
-        return (conv_count(in_chans, width, kernel, (h2, w2), bias=False, sparsity=sparsity) + norm_count(width)
-                + conv_count(width, width, 2, (h4, w4), sparsity=sparsity) + norm_count(width))
-    if kind == "deep":
-        return (conv_count(in_chans, width, kernel, (h2, w2), bias=False, sparsity=sparsity) + norm_count(width)
-                + conv_count(width, width, kernel, (h2, w2), bias=False, sparsity=sparsity))
-    raise ValueError(f"unknown stem {kind!r}")
-
-
 def build_downsample(kind: str, dim_in: int, dim: int, norm: str) -> nn.Module:
     """The layer in front of a stage's blocks ('block' and 'none' leave it to the blocks)."""
     if kind == "overlap":  # VAN / SMT: 3x3 stride-2 conv, then norm
@@ -56,13 +40,3 @@ def build_downsample(kind: str, dim_in: int, dim: int, norm: str) -> nn.Module:
     if kind in ("none", "block"):
         return nn.Identity()
     raise ValueError(f"unknown downsample {kind!r}")
-
-
-def count_downsample(kind: str, dim_in: int, dim: int, out_hw: tuple[int, int], sparsity: float = 0.0) -> Count:
-    if kind == "overlap":
-        return conv_count(dim_in, dim, 3, out_hw, sparsity=sparsity) + norm_count(dim)
-    if kind == "patch":
-        return norm_count(dim_in) + conv_count(dim_in, dim, 2, out_hw, sparsity=sparsity)
-    return Count()
-
-
