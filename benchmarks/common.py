@@ -63,16 +63,19 @@ def _tree_memory_mb(root: int) -> float:
 
 class PeakMemory:
     """Samples the memory (PSS) of this process and its descendants (Ray's workers) in a thread:
-    `with PeakMemory() as m: ...; m.peak_mb`."""
+    `with PeakMemory() as m: ...; m.peak_mb`. Subclasses sample more by overriding `sample`."""
 
     def __init__(self, interval_s: float = 0.5) -> None:
         self.interval_s, self.peak_mb = interval_s, 0.0
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _sample(self) -> None:
+    def sample(self) -> None:
+        self.peak_mb = max(self.peak_mb, _tree_memory_mb(os.getpid()))
+
+    def _run(self) -> None:
         while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, _tree_memory_mb(os.getpid()))
+            self.sample()
             self._stop.wait(self.interval_s)
 
     def __enter__(self) -> PeakMemory:

@@ -17,12 +17,11 @@ import argparse
 import logging
 import os
 import shutil
-import threading
 import time
 from collections import defaultdict
 from pathlib import Path
 
-from common import RESULTS, pss_bytes, tree_pids, write_result
+from common import RESULTS, PeakMemory, pss_bytes, tree_pids, write_result
 
 _PHASES = (("run directory", "search"), ("promoting", "promotions"))
 
@@ -61,46 +60,35 @@ class PhaseLog(logging.Handler):
                 self.phase = phase
 
 
-class Sampler:
+class Sampler(PeakMemory):
     """Samples every descendant's PSS in a thread; keeps the peak sum with its breakdown, and per kind
     of process and phase the largest single process and the largest sum."""
 
     def __init__(self, phases: PhaseLog, interval_s: float) -> None:
-        self.phases, self.interval_s = phases, interval_s
+        super().__init__(interval_s)
+        self.phases = phases
         self.driver = os.getpid()
-        self.peak_mb, self.peak_phase, self.at_peak = 0.0, "", {}
+        self.peak_phase, self.at_peak = "", {}
         self.largest: dict[tuple[str, str], float] = defaultdict(float)  # (phase, kind) -> one process, MB
         self.summed: dict[tuple[str, str], float] = defaultdict(float)  # (phase, kind) -> all of that kind
         self.phase_peak: dict[str, float] = defaultdict(float)
         self.count: dict[str, int] = defaultdict(int)  # kind -> most processes at once
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            phase = self.phases.phase
-            sample = {pid: pss_bytes(pid) / 2**20 for pid in tree_pids(self.driver)}
-            kinds: dict[str, list[float]] = defaultdict(list)
-            for pid, mb in sample.items():
-                kinds[process_kind(pid, self.driver)].append(mb)
-            total = sum(sample.values())
-            for kind, values in kinds.items():
-                self.largest[phase, kind] = max(self.largest[phase, kind], max(values))
-                self.summed[phase, kind] = max(self.summed[phase, kind], sum(values))
-                self.count[kind] = max(self.count[kind], len(values))
-            self.phase_peak[phase] = max(self.phase_peak[phase], total)
-            if total > self.peak_mb:
-                self.peak_mb, self.peak_phase = total, phase
-                self.at_peak = {kind: (len(v), sum(v)) for kind, v in kinds.items()}
-            self._stop.wait(self.interval_s)
-
-    def __enter__(self) -> Sampler:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join()
+    def sample(self) -> None:
+        phase = self.phases.phase
+        sample = {pid: pss_bytes(pid) / 2**20 for pid in tree_pids(self.driver)}
+        kinds: dict[str, list[float]] = defaultdict(list)
+        for pid, mb in sample.items():
+            kinds[process_kind(pid, self.driver)].append(mb)
+        total = sum(sample.values())
+        for kind, values in kinds.items():
+            self.largest[phase, kind] = max(self.largest[phase, kind], max(values))
+            self.summed[phase, kind] = max(self.summed[phase, kind], sum(values))
+            self.count[kind] = max(self.count[kind], len(values))
+        self.phase_peak[phase] = max(self.phase_peak[phase], total)
+        if total > self.peak_mb:
+            self.peak_mb, self.peak_phase = total, phase
+            self.at_peak = {kind: (len(v), sum(v)) for kind, v in kinds.items()}
 
 
 def _worker_at_rest() -> float:

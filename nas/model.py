@@ -14,9 +14,6 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import LayerNorm2d
-from timm.models._features import feature_take_indices
 from torch.utils.checkpoint import checkpoint
 
 from search_spaces.spec import ArchSpec
@@ -24,6 +21,7 @@ from search_spaces.spec import ArchSpec
 from .ops import BLOCKS
 from .ops.attention import RelPosBias
 from .ops.init import init_module
+from .ops.layers import LayerNorm2d
 from .ops.pelk import make_pos_embed, pelk_conv_channels
 from .ops.stems import build_downsample, build_stem
 from .plan import StagePlan, plan_stages
@@ -36,6 +34,26 @@ __all__ = ["HybridNet", "HybridStage", "ClassifierHead", "build_model"]
 # deep stem as timm's maxxvit (fan-out normal).
 STEM_INIT = {"overlap": "van", "patch": "convnext", "conv2": "van", "deep": "efficientnet"}
 DOWNSAMPLE_INIT = {"overlap": "van", "patch": "convnext"}
+
+# ImageNet's channel statistics, which timm's pretrained configs name (timm.data.IMAGENET_DEFAULT_*)
+IMAGENET_DEFAULT_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_DEFAULT_STD = (0.229, 0.224, 0.225)
+
+
+def feature_take_indices(num_features: int, indices: int | list[int] | None) -> tuple[list[int], int]:
+    """timm's convention for which stages to return: None all, an int the last n, a list those indices
+    (negative from the end); with the largest one."""
+    if indices is None:
+        indices = num_features
+    if isinstance(indices, int):
+        if not 0 < indices <= num_features:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {num_features})")
+        take = list(range(num_features - indices, num_features))
+    else:
+        take = [num_features + i if i < 0 else i for i in indices]
+        if any(not 0 <= i < num_features for i in take):
+            raise ValueError(f"feature indices {list(indices)} out of range (0 to {num_features - 1})")
+    return take, max(take)
 
 
 @contextlib.contextmanager

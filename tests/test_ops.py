@@ -186,3 +186,49 @@ def test_algorithm_rules_apply_on_the_cpu_only(monkeypatch):
         assert base.depthwise_conv2d(x, weight.to(device), None).shape == x.shape
         assert peripheral.to(device)(x).shape == x.shape
         assert used == expected, device
+
+
+def test_shared_layers_compute_what_timms_namesakes_compute():
+    """nas.ops.layers stands in for timm.layers in the workers (no torchvision import): same parameter
+    names, same outputs, same random draws."""
+    import timm.layers as tl
+    import timm.models._features as tf
+
+    from nas.model import feature_take_indices
+    from nas.ops import layers
+
+    torch.manual_seed(0)
+    ours, theirs = layers.Mlp(8, 32), tl.Mlp(8, 32, act_layer=torch.nn.GELU)
+    assert list(ours.state_dict()) == list(theirs.state_dict())
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(4, 5, 8)
+    assert torch.equal(ours(x), theirs(x))
+
+    ours, theirs = layers.LayerNorm2d(6), tl.LayerNorm2d(6)
+    ours.weight.data.normal_(), ours.bias.data.normal_()
+    theirs.load_state_dict(ours.state_dict())
+    x = torch.randn(2, 6, 5, 7)
+    assert torch.allclose(ours(x), theirs(x), atol=1e-6) and ours.eps == theirs.eps == 1e-6
+
+    x = torch.randn(64, 3, 4, 4)
+    outputs = []
+    for drop in (layers.DropPath(0.3), tl.DropPath(0.3)):
+        torch.manual_seed(1)
+        outputs.append(drop.train()(x))
+    assert torch.equal(*outputs) and 0 < (outputs[0][:, 0, 0, 0] == 0).sum() < 64
+    assert torch.equal(layers.DropPath(0.3).eval()(x), x)
+
+    draws = []
+    for init in (layers.trunc_normal_, tl.trunc_normal_):
+        torch.manual_seed(2)
+        draws.append(init(torch.empty(1000), std=0.02))
+    assert torch.equal(*draws) and draws[0].abs().max() <= 2.0
+
+    for indices in (None, 2, [0, -1], (1, 2)):
+        assert feature_take_indices(4, indices) == tf.feature_take_indices(4, indices)
+    tl.set_fused_attn(False)
+    try:
+        assert not layers.use_fused_attn()
+    finally:
+        tl.set_fused_attn(True)
+    assert layers.use_fused_attn()

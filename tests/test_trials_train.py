@@ -40,6 +40,18 @@ def test_training_learns_a_separable_toy_set():
     assert result.train_time_s > 0
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_training_on_the_gpu_learns_as_on_the_cpu():
+    """bf16 autocast and channels_last on CUDA: the separable toy set is learnt as well as in float32."""
+    scores = {}
+    for device in ("cpu", "cuda"):
+        torch.manual_seed(0)
+        result = train_and_evaluate(_tiny_cnn(2), _toy_data(), ProxyConfig(epochs=3, batch_size=32, lr=3e-3,
+                                                                           device=device))
+        scores[device] = result.final_top1
+    assert scores["cuda"] >= 90.0 and abs(scores["cuda"] - scores["cpu"]) <= 5.0
+
+
 def test_training_is_deterministic_given_seed():
     torch.manual_seed(0)
     model = _tiny_cnn(2)

@@ -3,7 +3,7 @@ the proxy-fidelity benchmark's reference are `Fidelity` levels, defined here and
 
 A fidelity fixes the model's size relative to the full architecture (width, blocks per stage), the
 data (resolution, image counts) and the optimisation (epochs, learning rate, batch). Image counts of
-None take the dataset's own default (`trials.data.default_samples`, times `train_factor` for the
+None take the dataset's own default (`trials.sources.default_samples`, times `train_factor` for the
 training images) or, for a reference, all of it.
 
 Everything that trains a proxy reads its settings from `PROXY`: the search's configuration and command

@@ -11,11 +11,11 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 
 from ..counting import count_msa
 from .conv import layer_scale, pool_shortcut
 from .init import init_module
+from .layers import DropPath, Mlp, trunc_normal_, use_fused_attn
 from .smt import ConvMlp
 
 __all__ = ["RelPosBias", "MultiHeadSelfAttention", "MsaBlock", "count_msa"]

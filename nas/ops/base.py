@@ -9,9 +9,9 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import LayerNorm2d
 
 from ..counting import Count, conv_count, linear_count, matmul_count, norm_count
+from .layers import LayerNorm2d
 
 __all__ = ["Count", "conv_count", "linear_count", "norm_count", "matmul_count", "make_norm2d", "DepthwiseConv2d",
            "depthwise_conv2d", "dense_convolutions", "fast_paths_enabled", "reach", "fft_depthwise_conv2d", "use_fft",

@@ -5,11 +5,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath, Mlp
 
 from ..counting import count_convnext, count_mbconv, count_pool_shortcut, se_channels
 from .base import DepthwiseConv2d
 from .init import init_module
+from .layers import DropPath, Mlp
 
 __all__ = ["ConvNeXtBlock", "MbConvBlock", "count_convnext", "count_mbconv"]
 

@@ -15,10 +15,10 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
 
 from ..counting import count_ghost, count_ghost_module, ghost_primary_channels
 from .init import init_module
+from .layers import DropPath
 
 __all__ = ["GhostModule", "GhostBottleneck", "count_ghost", "count_ghost_module", "ghost_primary_channels"]
 

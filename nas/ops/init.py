@@ -21,7 +21,8 @@ from __future__ import annotations
 import math
 
 import torch.nn as nn
-from timm.layers import trunc_normal_
+
+from .layers import trunc_normal_
 
 __all__ = ["conv_fan_out", "fan_out_normal_", "init_module", "SCHEMES"]
 

@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
 
 from ..counting import count_lka, lka_kernels
 from .base import DepthwiseConv2d
 from .conv import layer_scale
 from .init import init_module
+from .layers import DropPath
 
 __all__ = ["LargeKernelAttention", "VanBlock", "count_lka", "lka_kernels"]
 

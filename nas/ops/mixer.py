@@ -10,11 +10,11 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
 
 from ..counting import count_mixer_block, dense_count, largest_divisor
 from .conv import layer_scale
 from .init import init_module
+from .layers import DropPath
 
 __all__ = ["MixerBlock", "count_mixer_block", "largest_divisor", "dense_count"]
 

@@ -23,12 +23,12 @@ from typing import Any
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import DropPath, Mlp, trunc_normal_
 
 from ..counting import count_pelk, pelk_conv_channels, peripheral_half_grid
 from .base import depthwise_conv2d, fast_paths_enabled, reach, rules_measured_for
 from .conv import layer_scale
 from .init import init_module
+from .layers import DropPath, Mlp, trunc_normal_
 
 __all__ = ["peripheral_half_grid", "peripheral_index", "peripheral_bounds", "peripheral_conv2d", "use_block_sum",
            "PeripheralConv", "PelkBlock", "count_pelk", "pelk_conv_channels"]

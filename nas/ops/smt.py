@@ -10,12 +10,12 @@ from typing import Any
 
 import torch
 import torch.nn as nn
-from timm.layers import DropPath
 
 from ..counting import count_conv_mlp, count_sam
 from .base import DepthwiseConv2d
 from .conv import layer_scale
 from .init import init_module
+from .layers import DropPath
 
 __all__ = ["ScaleAwareModulation", "ConvMlp", "SamBlock", "count_sam", "count_conv_mlp"]
 
