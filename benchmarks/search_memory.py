@@ -97,6 +97,8 @@ def _worker_at_rest() -> float:
 
     @ray.remote(num_cpus=1)
     def imported() -> float:
+        import ray.tune  # noqa: F401  (a Tune trial actor's own class)
+
         import nas.remote  # noqa: F401  (the module of the trainable: what Ray imports in a worker)
         import trials.trial  # noqa: F401  (what the trainable imports)
 

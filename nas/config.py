@@ -11,13 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from search_spaces import SEEDS
+from trials.devices import DEVICES
 from trials.fidelity import PROMOTION, PROXY, Fidelity
 from trials.sources import DEFAULT_MIN_PER_CLASS
 
 __all__ = ["SearchConfig", "DEFAULT_PROMOTE", "DEVICES", "gpu_share"]
 
 DEFAULT_PROMOTE = 2  # front members promoted after a search (--promote)
-DEVICES = ("auto", "cpu", "cuda")
 _PROXY_TRAIN, _PROXY_VAL = PROXY.default_sample("synthetic")  # the default dataset's
 
 

@@ -1,7 +1,7 @@
 """The counting rules: parameters and MACs of every block family, stem and downsampling layer, from
 shapes alone.
 
-They live here, apart from the operator modules (`nas.ops`, which need torch and timm), and import
+They live here, apart from the operator modules (`nas.ops`, which need torch), and import
 nothing but the standard library, so that counting (`nas.count`) and budgets (`nas.budget`) cost no
 torch import. Each operator module imports its rule from here (and the shape helpers its module
 shares with the rule); `nas.ops.BLOCKS` pairs the module classes with `BLOCK_COUNTS`. The sections

@@ -1,14 +1,13 @@
 """HybridNet as timm models: `timm.create_model('hybridnas', spec=...)`, one name per seed
 (`hybridnas_van_b2`, ...), and `timm.create_model('local-dir:PATH')` for exported searches.
 
-Registered once both `nas` and `timm` are imported (see `nas/__init__.py`): this module imports no model
-code until a model is created, so it can run while `nas.model` is still importing timm. The
-`hybridnas_` prefix keeps every name clear of timm's own.
+Registered once both `nas` and `timm` are imported (see `nas/__init__.py`). The `hybridnas_` prefix
+keeps every name clear of timm's own.
 """
 from __future__ import annotations
 
 import sys
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
@@ -16,8 +15,7 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from search_spaces import SEEDS
 from search_spaces.spec import ArchSpec
 
-if TYPE_CHECKING:
-    from .model import HybridNet
+from .model import HybridNet
 
 __all__ = ["create_hybridnas", "MODEL_PREFIX"]
 
@@ -39,8 +37,6 @@ default_cfgs = generate_default_cfgs({
 def create_hybridnas(variant: str, spec: ArchSpec | dict[str, Any] | str, pretrained: bool = False,
                      **kwargs: Any) -> HybridNet:
     """Build through timm's builder: pretrained weights, features_only, num_classes, pretrained_cfg."""
-    from .model import HybridNet
-
     if isinstance(spec, str):
         spec = ArchSpec.from_json(spec)
     elif isinstance(spec, dict):

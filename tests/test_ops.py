@@ -169,8 +169,8 @@ def test_block_sum_sees_the_sparse_mask_and_stays_off_for_flop_counting():
 
 
 def test_algorithm_rules_apply_on_the_cpu_only(monkeypatch):
-    """The FFT and box-sum rules were measured on a CPU; other devices get the dense conv (the meta device
-    stands in for CUDA: same shapes, no data)."""
+    """The cropping, FFT and box-sum rules were measured on a CPU; other devices get the dense conv with the
+    whole kernel (the meta device stands in for CUDA: same shapes, no data)."""
     import nas.ops.base as base
     import nas.ops.pelk as pelk
 
@@ -178,13 +178,19 @@ def test_algorithm_rules_apply_on_the_cpu_only(monkeypatch):
     for module, name in ((base, "fft_depthwise_conv2d"), (pelk, "peripheral_conv2d")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _f=original, _n=name: used.append(_n) or _f(*a))
+    conv2d = F.conv2d
+    monkeypatch.setattr(F, "conv2d", lambda x, w, *a, **k: used.append(tuple(w.shape[-2:])) or conv2d(x, w, *a, **k))
     weight = torch.randn(8, 1, 31, 31, requires_grad=True)
     peripheral = PeripheralConv(8, 51, 5)
-    for device, expected in (("cpu", ["fft_depthwise_conv2d", "peripheral_conv2d"]), ("meta", [])):
+    for device, size, expected in (("cpu", 16, ["fft_depthwise_conv2d", "peripheral_conv2d", (13, 13)]),
+                                   ("meta", 16, [(31, 31), (51, 51)]), ("meta", 6, [(31, 31), (51, 51)])):
         used.clear()
-        x = torch.randn(2, 8, 16, 16, device=device, requires_grad=True)  # training: large kernels, 16 px maps
+        x = torch.randn(2, 8, size, size, device=device, requires_grad=True)  # training, large kernels
         assert base.depthwise_conv2d(x, weight.to(device), None).shape == x.shape
         assert peripheral.to(device)(x).shape == x.shape
+        if device == "cpu":
+            x = torch.randn(2, 8, 7, 7)  # inference on a 7 px map: the kernel cropped to the taps in reach
+            assert base.depthwise_conv2d(x, weight, None).shape == x.shape
         assert used == expected, device
 
 

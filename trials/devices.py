@@ -8,7 +8,9 @@ from __future__ import annotations
 import ctypes
 import sys
 
-__all__ = ["cuda_device_count", "resolve_device"]
+__all__ = ["DEVICES", "cuda_device_count", "resolve_device"]
+
+DEVICES = ("auto", "cpu", "cuda")  # what --device accepts
 
 _DRIVER = "nvcuda.dll" if sys.platform == "win32" else "libcuda.so.1"
 
@@ -28,8 +30,8 @@ def cuda_device_count() -> int:
 def resolve_device(device: str, gpus: float) -> str:
     """`device` ("auto", "cpu" or "cuda") made concrete for a cluster with `gpus` GPUs: auto is cuda when
     there is one. Raises ValueError for cuda without GPUs."""
-    if device not in ("auto", "cpu", "cuda"):
-        raise ValueError(f"unknown device {device!r}; choose auto, cpu or cuda")
+    if device not in DEVICES:
+        raise ValueError(f"unknown device {device!r}; choose {', '.join(DEVICES)}")
     if device == "cuda" and gpus <= 0:
         raise ValueError("--device cuda: the Ray cluster has no GPU; use --device cpu (or auto)")
     return "cuda" if device == "cuda" or (device == "auto" and gpus > 0) else "cpu"

@@ -22,7 +22,7 @@ from search_spaces.spec import ArchSpec
 from trials.data import TrialData
 from trials.fidelity import PROXY, Fidelity
 from trials.latency import measure_latency
-from trials.train import ProxyConfig, train_and_evaluate
+from trials.train import ProxyConfig, TrainResult, train_and_evaluate
 
 __all__ = ["TrialSettings", "run_trial", "run_promotion", "release_freed_memory"]
 
@@ -124,13 +124,18 @@ def run_promotion(spec: ArchSpec, data: TrialData, fidelity: Fidelity, seed: int
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        torch.manual_seed(seed)
-        model = nas.build_model(fidelity.model_spec(spec), num_classes=data.num_classes, img_size=data.img_size)
-        result = train_and_evaluate(model, data, ProxyConfig.from_fidelity(fidelity, seed=seed, num_threads=threads,
-                                                                           device=device))
+        result = _train_at(fidelity, spec, data, seed, threads, device)
     finally:
         torch.set_num_threads(previous)
-        release_freed_memory()
+        release_freed_memory()  # the model is gone with `_train_at`'s frame
     return dict(accuracy=result.final_top1, val_top1=result.val_top1, train_loss=result.train_loss,
                 epochs=result.epochs_run, images=len(data.train_y), duration_s=time.perf_counter() - start,
                 cpu_s=time.process_time() - cpu)
+
+
+def _train_at(fidelity: Fidelity, spec: ArchSpec, data: TrialData, seed: int, threads: int,
+              device: str) -> TrainResult:
+    torch.manual_seed(seed)
+    model = nas.build_model(fidelity.model_spec(spec), num_classes=data.num_classes, img_size=data.img_size)
+    return train_and_evaluate(model, data, ProxyConfig.from_fidelity(fidelity, seed=seed, num_threads=threads,
+                                                                     device=device))
