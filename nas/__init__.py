@@ -15,8 +15,9 @@ from types import ModuleType
 from typing import Any
 
 from .count import ModelCount, count  # after the import `nas.count` names this function, not the module
+from .latency import LatencyTable, predict_latency
 
-__all__ = ["build_model", "count", "HybridNet", "ModelCount", "timm_models"]
+__all__ = ["build_model", "count", "predict_latency", "LatencyTable", "HybridNet", "ModelCount", "timm_models"]
 
 _LAZY = {"build_model": "model", "HybridNet": "model", "timm_models": "timm_models"}
 

@@ -22,7 +22,7 @@ from trials.sources import DATASET_NAMES, DEFAULT_MIN_PER_CLASS, FASHION_MNIST_D
 from .budget import FLOPS_HELP, BudgetError, parse_flops, parse_latency, space_floor
 from .config import DEFAULT_PROMOTE, DEVICES, SearchConfig
 
-__all__ = ["search_main", "UsageError"]
+__all__ = ["search_main", "latency_table_main", "UsageError"]
 
 
 class UsageError(ValueError):
@@ -68,12 +68,17 @@ def search_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", help=f"FLOP budget, e.g. 5gflops, 500MFLOPs, 5G or 5e9. {FLOPS_HELP}. "
                    "Required for a new run; a resumed run keeps its own.")
     p.add_argument("--latency-budget", help="optional latency budget of the full model, e.g. 50ms")
-    p.add_argument("--latency-device", default="cpu", choices=("cpu", "cuda"),
-                   help="where latency is measured (batch 1, 224x224, median of repeated runs); its own choice, "
-                        "whatever --device trains on")
-    p.add_argument("--latency-threads", type=_positive_int, default=1,
-                   help="CPU threads for latency, the same for every trial of the run whatever --workers is "
-                        "(default 1; kept by --resume)")
+    p.add_argument("--latency-table", type=Path, metavar="FILE",
+                   help="predict latency from this table (made by scripts/latency_table.py on the device you deploy "
+                        "on) instead of measuring it: known before training, so --latency-budget rejects at once, "
+                        "and no full-size model is built")
+    p.add_argument("--latency-device", choices=("cpu", "cuda"),
+                   help="without a table: where latency is measured (default cpu; batch 1, 224x224, median of "
+                        "repeated runs, the machine's other trials held meanwhile); its own choice, whatever "
+                        "--device trains on")
+    p.add_argument("--latency-threads", type=_positive_int,
+                   help="without a table: CPU threads for latency, the same for every trial of the run whatever "
+                        "--workers is (default 1; kept by --resume)")
     p.add_argument("--trials", type=_positive_int, help=f"candidates to complete (default {_DEFAULTS['trials']})")
     p.add_argument("--workers", type=_positive_int,
                    help=f"concurrent trials and promotions (default {_DEFAULTS['workers']})")
@@ -170,8 +175,26 @@ def _check_devices(cfg: SearchConfig) -> None:
     local = cfg.ray_address is None
     if local and cfg.device == "cuda" and cuda_device_count() == 0:
         raise UsageError("--device cuda: no CUDA GPU here (the CUDA driver reports none); use --device cpu or auto")
-    if local and cfg.latency_device == "cuda" and cuda_device_count() == 0:
+    if local and cfg.latency_device == "cuda" and cfg.latency_table is None and cuda_device_count() == 0:
         raise UsageError("--latency-device cuda: no CUDA device here; use --latency-device cpu")
+
+
+def _latency_source(args: argparse.Namespace) -> tuple[str | None, str, int]:
+    """(table path, device, threads) of the run's latencies; a table fixes device and threads itself."""
+    if args.latency_table is None:
+        return None, args.latency_device or "cpu", args.latency_threads or 1
+    from .latency import LatencyTable, LatencyTableError
+
+    try:
+        table = LatencyTable.load(args.latency_table)
+    except LatencyTableError as err:
+        raise UsageError(f"--latency-table: {err}") from None
+    for flag, given, own in (("--latency-device", args.latency_device, table.device),
+                             ("--latency-threads", args.latency_threads, table.threads)):
+        if given is not None and given != own:
+            raise UsageError(f"{flag} {given}: the latency table {args.latency_table} was made for {own}; "
+                             f"drop {flag} (the table decides) or make a table for {given}")
+    return str(args.latency_table.resolve()), table.device, table.threads
 
 
 def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
@@ -204,13 +227,14 @@ def parse_search_args(argv: list[str] | None = None) -> SearchConfig:
             raise UsageError(f"--seeds: unknown seed {unknown[0]!r}; choose from {', '.join(SEEDS)}")
     if not 0 < args.proxy_width <= 1:
         raise UsageError(f"--proxy-width must be in (0, 1], got {args.proxy_width}")
+    latency_table, latency_device, latency_threads = _latency_source(args)
     proxy_train, proxy_val = PROXY.default_sample(args.dataset)
     out = args.out or Path("runs") / time.strftime("%Y%m%d-%H%M%S")
     cfg = SearchConfig(
         budget_flops=budget, out=out, trials=args.trials or _DEFAULTS["trials"],
         workers=args.workers or _DEFAULTS["workers"], sampler=args.sampler,
-        seed=args.seed, latency_budget_ms=latency, latency_device=args.latency_device,
-        latency_threads=args.latency_threads, dataset=args.dataset, data_dir=args.data_dir,
+        seed=args.seed, latency_budget_ms=latency, latency_device=latency_device,
+        latency_threads=latency_threads, latency_table=latency_table, dataset=args.dataset, data_dir=args.data_dir,
         proxy_img_size=args.proxy_img_size, proxy_epochs=args.proxy_epochs, proxy_lr=args.proxy_lr,
         proxy_train=args.proxy_train or proxy_train, proxy_val=args.proxy_val or proxy_val,
         proxy_width=args.proxy_width, proxy_depth=args.proxy_depth, min_per_class=args.min_per_class,
@@ -269,4 +293,65 @@ def search_main(argv: list[str] | None = None) -> int:
               f"{cfg.out / 'trials.csv'}); continue with: python scripts/search.py --resume {cfg.out}", file=sys.stderr)
         return 1
     log.info("done: %d trials in %s (trials.csv, pareto.json, pareto.html, study.db)", finished, cfg.out)
+    return 0
+
+
+def latency_table_parser() -> argparse.ArgumentParser:
+    p = _OneLineParser(prog="latency_table.py", description="Measure this machine's latency table: every block "
+                       "type across widths, map sizes, kernels and ratios, stems, downsamplings and heads, fitted "
+                       "into cost models that `--latency-table FILE` and nas.predict_latency use. Run it where the "
+                       "models will be deployed, with nothing else running, then copy FILE to where the search runs.")
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where to measure (default cpu)")
+    p.add_argument("--threads", type=_positive_int, default=1, help="CPU threads (torch intra-op; default 1)")
+    p.add_argument("--batch", type=_positive_int, default=1, help="batch size (default 1)")
+    p.add_argument("--out", type=Path, required=True, help="the table's JSON file")
+    p.add_argument("--samples", type=_int_at_least(8), metavar="N",
+                   help="parts measured per cost model (default: 3 per cost term + 12, 21-54)")
+    p.add_argument("--full-models", type=_non_negative_int, default=24, metavar="K",
+                   help="whole random models (0.1-10 GFLOPs) timed to fit the end-to-end correction (default 24)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the parts and models drawn")
+    p.add_argument("--refit", type=Path, metavar="TABLE",
+                   help="measure nothing: fit the cost models of TABLE again from the measurements it holds, with "
+                        "this version's cost terms, into --out")
+    return p
+
+
+def latency_table_main(argv: list[str] | None = None) -> int:
+    args = latency_table_parser().parse_args(argv)
+    if args.device == "cuda" and cuda_device_count() == 0:
+        print("latency_table.py: error: --device cuda: no CUDA GPU here (the CUDA driver reports none); "
+              "run it on the GPU machine, or use --device cpu", file=sys.stderr)
+        return 2
+    if not args.out.parent.is_dir() or not os.access(args.out.parent, os.W_OK):
+        print(f"latency_table.py: error: --out {args.out}: {args.out.parent} is not a writable directory; "
+              "create it or choose another place", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    from .latency import LatencyTable, LatencyTableError
+    from .latency_table import build_latency_table, refit
+
+    start = time.perf_counter()
+    if args.refit is not None:
+        try:
+            old = LatencyTable.load(args.refit)
+        except LatencyTableError as err:
+            print(f"latency_table.py: error: --refit: {err}", file=sys.stderr)
+            return 2
+        if not old.measurements:
+            print(f"latency_table.py: error: --refit {args.refit} holds no measurements to fit; measure a new "
+                  "table (leave out --refit)", file=sys.stderr)
+            return 2
+        table = refit(old)
+    else:
+        table = build_latency_table(device=args.device, threads=args.threads, batch=args.batch,
+                                    samples=args.samples, full_models=args.full_models, seed=args.seed)
+    partial = args.out.with_name(args.out.name + ".partial")
+    table.save(partial)
+    partial.replace(args.out)  # whole or not at all
+    correction = table.meta.get("correction", {})
+    logging.getLogger(__name__).info(
+        "wrote %s: %d cost models, %s, in %.0f s%s", args.out, len(table.models), table.describe(),
+        time.perf_counter() - start,
+        f"; end-to-end median error {100 * correction['median_error_after']:.1f}% on {correction['models']} models"
+        if correction else "")
     return 0

@@ -17,6 +17,7 @@ from trials.sources import DEFAULT_MIN_PER_CLASS
 
 __all__ = ["SearchConfig", "DEFAULT_PROMOTE", "DEVICES", "gpu_share"]
 
+LATENCY_TABLE = "latency_table.json"  # the run directory's copy of --latency-table
 DEFAULT_PROMOTE = 2  # front members promoted after a search (--promote)
 _PROXY_TRAIN, _PROXY_VAL = PROXY.default_sample("synthetic")  # the default dataset's
 
@@ -39,6 +40,7 @@ class SearchConfig:
     latency_budget_ms: float | None = None
     latency_device: str = "cpu"
     latency_threads: int = 1  # the same for every trial of a study, whatever --workers says
+    latency_table: str | None = None  # predict latency from this table (copied into the run as LATENCY_TABLE)
     dataset: str = "synthetic"
     data_dir: str | None = None
     proxy_img_size: int = PROXY.img_size
@@ -74,6 +76,27 @@ class SearchConfig:
     def promotion_fidelity(self) -> Fidelity:
         """The fidelity this run's promotions train at, image counts included."""
         return Fidelity(**self.promotion)
+
+    def latency_table_path(self) -> Path | None:
+        """The run's own copy of its latency table (the original may move), or the original before the
+        run has copied it; None when latency is measured."""
+        if self.latency_table is None:
+            return None
+        copy = Path(self.out) / LATENCY_TABLE
+        return copy if copy.is_file() else Path(self.latency_table)
+
+    def latency_source(self) -> str:
+        """Where the run's latencies come from, in words, for the report and the log."""
+        if self.latency_table is None:
+            return (f"latency measured on this machine's {self.latency_device}, {self.latency_threads} thread(s), "
+                    "batch 1, 224x224, with the machine's other trials held meanwhile")
+        from .latency import LatencyTable, LatencyTableError
+
+        try:
+            table = LatencyTable.load(self.latency_table_path())
+        except LatencyTableError:  # moved since the run: its name still says where latency came from
+            return f"latency predicted from the latency table {self.latency_table}"
+        return f"latency predicted from the latency table {self.latency_table}: {table.describe()}"
 
     def save(self, path: Path) -> None:
         data = {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(self).items()}

@@ -14,6 +14,7 @@ at zero by a fixed mask (:mod:`nas.sparse`), which removes exactly ``int(numel *
 """
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -28,7 +29,8 @@ __all__ = [
     "involution_groups", "involution_reduced", "count_involution",
     "lka_kernels", "count_conv_ffn", "count_lka",
     "largest_divisor", "count_mixer_block", "dense_count",
-    "peripheral_half_grid", "pelk_conv_channels", "count_peripheral_conv", "count_pelk",
+    "peripheral_half_grid", "pelk_conv_channels", "peripheral_bounds", "cells_in_reach", "block_sum_pays",
+    "BLOCK_SUM_MIN_TAPS_PER_CELL", "BLOCK_SUM_TRAIN_SIZES", "count_peripheral_conv", "count_pelk",
     "resnest_cardinality", "resnest_inter", "count_resnest",
     "pooled_size", "count_scconv",
     "count_conv_mlp", "count_sam",
@@ -288,6 +290,50 @@ def peripheral_half_grid(kernel: int, center: int) -> list[int]:
 
 def pelk_conv_channels(dim: int, params: dict[str, Any]) -> int:
     return int(dim * params["conv_ratio"])
+
+
+@functools.cache
+def peripheral_bounds(kernel: int, center: int) -> tuple[int, ...]:
+    """Offsets at which the sharing cells along an axis begin, then the end: cell j is [b[j], b[j+1])."""
+    ends = [0]
+    for size in peripheral_half_grid(kernel, center):
+        ends.append(ends[-1] + size)
+    return tuple(sorted({1 - e for e in ends[1:]} | set(ends[1:])))
+
+
+@functools.lru_cache(maxsize=256)
+def cells_in_reach(kernel: int, center: int, radius: int) -> tuple[int, int, tuple[int, ...]]:
+    """The cells within `radius` taps of the centre (first, last + 1) and their bounds clipped to it: with
+    the reach of a map as radius, the others only ever see zero padding."""
+    bounds = peripheral_bounds(kernel, center)
+    cells = [j for j in range(len(bounds) - 1) if bounds[j + 1] > -radius and bounds[j] <= radius]
+    clipped = [max(bounds[j], -radius) for j in cells] + [min(bounds[cells[-1] + 1], radius + 1)]
+    return cells[0], cells[-1] + 1, tuple(clipped)
+
+
+# PeLK's algorithm rule (`nas.ops.pelk.use_block_sum`) is arithmetic on shapes, kept here beside the cells
+# it reasons about, so that latency prediction (`nas.latency`) knows the path a block takes without torch.
+# Measured on a 2-core x86 CPU, 1 thread, at PeLK's shapes (benchmarks/large_kernel.py). Inference: the
+# dense path (cropped kernel, oneDNN channels_last) keeps up until the kernel in reach has about 10 taps
+# per sharing cell (K=49-51 on maps of 28-56 px: box sums 1.5-2x faster; 6-8 taps per cell on maps of
+# 14-16 px: a tie or the dense path). Training: on maps of 14-32 px the box sums beat the FFT 1.3-3x; on
+# larger maps the FFT wins, on smaller ones the direct conv. On a 1 x 1 map the conv is a per-channel
+# scale, and PyTorch's 1x1 depthwise conv is slow (0.2-1.5 ms for 46-374 channels): box sums there too.
+BLOCK_SUM_MIN_TAPS_PER_CELL = 10
+BLOCK_SUM_TRAIN_SIZES = (14, 32)
+
+
+@functools.lru_cache(maxsize=256)
+def block_sum_pays(kernel: int, center: int, ry: int, rx: int, short: int, long: int, training: bool) -> bool:
+    """`use_block_sum` for maps with these reaches and sides (cached: it runs on every forward)."""
+    if ry == rx == 0:
+        return True
+    (r0, r1, _), (c0, c1, _) = cells_in_reach(kernel, center, ry), cells_in_reach(kernel, center, rx)
+    taps_per_cell = (2 * ry + 1) * (2 * rx + 1) / ((r1 - r0) * (c1 - c0))
+    if training:
+        low, high = BLOCK_SUM_TRAIN_SIZES
+        return taps_per_cell >= 2 and low <= short and long <= high
+    return taps_per_cell >= BLOCK_SUM_MIN_TAPS_PER_CELL
 
 
 def count_peripheral_conv(channels: int, kernel: int, center: int, out_hw: tuple[int, int],

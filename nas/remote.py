@@ -30,7 +30,8 @@ def tune_trainable(config: dict[str, Any], data: Any = None, settings: Any = Non
     node = ray.get_runtime_context().get_node_id()
     spec = ArchSpec.from_json(config["spec"])
     try:
-        run_trial(spec, data, settings, report=lambda metrics: tune.report({**metrics, "node": node}))
+        run_trial(spec, data, settings, report=lambda metrics: tune.report({**metrics, "node": node}),
+                  latency_ms=config.get("latency_ms"))
     except Exception as err:  # a crashed candidate must not stop the search
         _logger.warning("trial %s failed: %s", config.get("trial_number"), err)
         tune.report({"error": f"{type(err).__name__}: {err}", "accuracy": 0.0, "epoch": 0, "node": node,

@@ -193,9 +193,10 @@ def _figures(frame: pd.DataFrame, front: pd.DataFrame, budget: float | None, lat
 
 def write_report(frame: pd.DataFrame, path: Path, budget: float | None = None,
                  latency_budget: float | None = None, front: pd.DataFrame | None = None,
-                 promotion: dict | None = None) -> Path:
+                 promotion: dict | None = None, latency_source: str | None = None) -> Path:
     """Write the self-contained page (plotly.js inlined once, about 5 MB); `front` and `promotion`
-    (`nas.results.promotion_summary`) if already known."""
+    (`nas.results.promotion_summary`) if already known; `latency_source` says where latencies come from
+    (`SearchConfig.latency_source`)."""
     front = pareto_front(frame) if front is None else front
     if promotion is None and "promoted_accuracy" in frame:
         promotion = promotion_summary(frame)
@@ -207,6 +208,7 @@ def write_report(frame: pd.DataFrame, path: Path, budget: float | None = None,
 <html><head><meta charset="utf-8"><title>hybrid-nas Pareto front</title></head>
 <body data-points="{points}">
 <h2>hybrid-nas: {points} trained candidates, {len(front)} on the front</h2>
+{f'<p id="latency-source">{html.escape(latency_source[0].upper() + latency_source[1:])}.</p>' if latency_source else ""}
 {f'<p id="promotion">{html.escape(promotion_text(promotion))}</p>' if promotion_text(promotion) else ""}
 {body}
 </body></html>""")
@@ -231,10 +233,10 @@ def write_png(frame: pd.DataFrame, path: Path, budget: float | None = None) -> P
 
 
 def write_run(study: optuna.Study, run_dir: Path, budget: float | None = None, latency_budget: float | None = None,
-              fmt: str = "csv") -> pd.DataFrame:
+              fmt: str = "csv", latency_source: str | None = None) -> pd.DataFrame:
     """Everything a run directory shows: its tables (`nas.results.write_results`) and pareto.html;
     returns the trials table."""
     frame = write_results(study, run_dir, fmt)
     write_report(frame, run_dir / "pareto.html", budget, latency_budget,
-                 promotion=promotion_summary(frame, promotion_fidelity(study)))
+                 promotion=promotion_summary(frame, promotion_fidelity(study)), latency_source=latency_source)
     return frame

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import shutil
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -35,10 +36,12 @@ from search_spaces.spec import ArchSpec
 from trials.data import TrialData, load_dataset
 from trials.devices import resolve_device
 from trials.fidelity import Fidelity
+from trials.latency import LatencyGate
 
 from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
-from .config import DEFAULT_PROMOTE, SearchConfig, gpu_share
+from .config import DEFAULT_PROMOTE, LATENCY_TABLE, SearchConfig, gpu_share
 from .count import count
+from .latency import LatencyTable, predict_latency
 from .remote import promotion_task, tune_trainable
 
 if TYPE_CHECKING:
@@ -85,9 +88,11 @@ class BudgetedOptunaSearch(OptunaSearch):
     errors as user attributes, and tells Optuna PRUNED for trials ASHA stopped early."""
 
     def __init__(self, *, budget_flops: float, latency_budget_ms: float | None, full_epochs: int,
-                 img_size: int = 224, max_rejections: int = 2000, **kwargs: Any) -> None:
+                 img_size: int = 224, max_rejections: int = 2000, latency_table: LatencyTable | None = None,
+                 **kwargs: Any) -> None:
         self.budget_flops = budget_flops
         self.latency_budget_ms = latency_budget_ms
+        self.latency_table = latency_table
         self.full_epochs = full_epochs
         self.img_size = img_size
         self.max_rejections = max_rejections
@@ -103,19 +108,28 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("layout", spec.layout)
             ot_trial.set_user_attr("params", counted.params)
             ot_trial.set_user_attr("flops", counted.flops)
-            if counted.flops <= self.budget_flops:
+            latency = _REJECTED_LATENCY_MS
+            if counted.flops <= self.budget_flops and self.latency_table is not None:
+                latency = predict_latency(spec, self.latency_table)
+                ot_trial.set_user_attr("latency_ms", latency)
+            over_latency = (latency - self.latency_budget_ms
+                            if self.latency_budget_ms and self.latency_table is not None else 0.0)
+            if counted.flops <= self.budget_flops and over_latency <= 0:
                 config["trial_number"] = ot_trial.number
                 config["seed_name"] = ot_trial.user_attrs.get("seed", "")
+                if self.latency_table is not None:
+                    config["latency_ms"] = latency
                 return config
-            # over budget: infeasible, told at once, never trained
+            # over a budget: infeasible, told at once, never trained
             ot_trial.set_constraint("flops_over_budget", float(counted.flops - self.budget_flops))
-            ot_trial.set_constraint("latency_over_budget", 0.0)
-            ot_trial.set_user_attr("rejected", "over the FLOP budget")
-            self._ot_study.tell(ot_trial, [0.0, float(counted.flops), _REJECTED_LATENCY_MS])
+            ot_trial.set_constraint("latency_over_budget", float(max(over_latency, 0.0)))
+            over = "FLOP" if counted.flops > self.budget_flops else "latency"
+            ot_trial.set_user_attr("rejected", f"over the {over} budget")
+            self._ot_study.tell(ot_trial, [0.0, float(counted.flops), float(latency)])
             del self._ot_trials[trial_id]
         raise RuntimeError(f"{self.max_rejections} candidates in a row were over the FLOP budget "
-                           f"({self.budget_flops / 1e9:.3g} G); a budget this close to the smallest architecture "
-                           "leaves almost nothing to search: raise --budget")
+                           f"({self.budget_flops / 1e9:.3g} G) or the latency budget; budgets this close to the "
+                           "smallest architecture leave almost nothing to search: raise --budget or --latency-budget")
 
     def close_unstarted(self) -> None:
         """Candidates asked for but never started when the search stopped: closed, not left RUNNING."""
@@ -473,6 +487,9 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
                          promotions)
     else:
         cfg.save(run_dir / "config.json")
+        if cfg.latency_table:
+            shutil.copyfile(cfg.latency_table, run_dir / LATENCY_TABLE)
+        _logger.info("%s", cfg.latency_source())
         for why in left_out:
             _logger.info("seed left out: %s", why)
         for seed in seeds:
@@ -484,7 +501,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     remaining = cfg.trials - len(completed_trials(study))
     _logger.info("run directory %s: %d more trial(s) to complete (of %d)", run_dir, max(0, remaining), cfg.trials)
     if remaining <= 0 and not pending_promotions(study, cfg.budget_flops, cfg.promote):
-        write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms)
+        write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms, latency_source=cfg.latency_source())
         return study
 
     started_ray = _init_ray(cfg)
@@ -503,7 +520,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         if cfg.promote and len(completed_trials(study)) >= cfg.trials:
             run_promotions(study, cfg, cpus, device, gpus)
     finally:
-        write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms)
+        write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms, latency_source=cfg.latency_source())
         if started_ray:
             ray.shutdown()
     return study
@@ -519,14 +536,15 @@ def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], dat
     run_dir = cfg.out
     settings = TrialSettings(fidelity=cfg.proxy_fidelity(), seed=cfg.seed, threads=cpus, device=device,
                              latency_device=cfg.latency_device, latency_threads=cfg.latency_threads,
-                             latency_budget_ms=cfg.latency_budget_ms)
+                             latency_budget_ms=cfg.latency_budget_ms, gate=LatencyGate())
+    table = LatencyTable.load(cfg.latency_table_path()) if cfg.latency_table else None
     space = SearchSpace(budget_limits(cfg.budget_flops, keep=tuple(seed.spec for seed in seeds)))
     searcher = BudgetedOptunaSearch(
         space=space, metric=[m for m, _ in OBJECTIVES], mode=[m for _, m in OBJECTIVES],
         sampler=make_sampler(cfg.sampler, (cfg.seed if cfg.sampler_seed is None else cfg.sampler_seed)
                              + len(study.trials)), storage=study._storage,
         study_name=STUDY_NAME, budget_flops=cfg.budget_flops, latency_budget_ms=cfg.latency_budget_ms,
-        full_epochs=cfg.proxy_epochs)
+        full_epochs=cfg.proxy_epochs, latency_table=table)
     scheduler = _seed_aware_asha()(metric="accuracy", mode="max", time_attr="epoch", max_t=cfg.proxy_epochs,
                                    grace_period=min(cfg.grace_epochs, cfg.proxy_epochs), reduction_factor=2)
     # pruned and failed trials do not count: allow up to 3x the missing count, stop once enough completed

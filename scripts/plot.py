@@ -22,7 +22,8 @@ def main(argv: list[str] | None = None) -> int:
     config = args.run / "config.json"
     cfg = SearchConfig.load(config) if config.is_file() else None
     budget = cfg.budget_flops if cfg else None
-    frame = write_run(open_study(args.run), args.run, budget, cfg and cfg.latency_budget_ms, fmt=args.format)
+    frame = write_run(open_study(args.run), args.run, budget, cfg and cfg.latency_budget_ms, fmt=args.format,
+                      latency_source=cfg and cfg.latency_source())
     print(args.run / "pareto.html")
     if args.png:
         png = write_png(frame, args.run / "pareto.png", budget)

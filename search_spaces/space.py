@@ -12,13 +12,15 @@ layer, SLaK's width multiplier and sparsity.
 """
 from __future__ import annotations
 
+import math
+import random
 from dataclasses import dataclass
 from typing import Any
 
 from .spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
 
 __all__ = ["PATTERNS", "SPACE_LIMITS", "SpaceLimits", "space_limits", "sample_spec", "spec_to_params", "SearchSpace",
-           "fit_heads", "SmallestChoiceTrial"]
+           "fit_heads", "SmallestChoiceTrial", "RandomChoiceTrial"]
 
 # Block patterns a stage can take: single types and alternations with MSA (mixed stages).
 PATTERNS: dict[str, tuple[str, ...]] = {
@@ -241,6 +243,28 @@ class SmallestChoiceTrial:
 
     def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
         return self.fixed.get(name, low)
+
+
+class RandomChoiceTrial:
+    """A stand-in for an Optuna trial that draws every choice at random, as Optuna's RandomSampler would
+    (integers log-uniform where the space says so), without a study: `sample_spec` on it gives a random
+    point of the space in microseconds. `fixed` pins choices by parameter name (e.g. a stage's pattern).
+    """
+
+    def __init__(self, rng: random.Random, fixed: dict[str, Any] | None = None) -> None:
+        self.rng = rng
+        self.fixed = dict(fixed or {})
+
+    def suggest_categorical(self, name: str, choices: tuple[Any, ...]) -> Any:
+        return self.fixed[name] if name in self.fixed else self.rng.choice(choices)
+
+    def suggest_int(self, name: str, low: int, high: int, step: int = 1, log: bool = False) -> int:
+        if name in self.fixed:
+            return self.fixed[name]
+        if log:  # as Optuna: uniform in log over [low - 0.5, high + 0.5], rounded
+            value = round(math.exp(self.rng.uniform(math.log(low - 0.5), math.log(high + 0.5))))
+            return min(high, max(low, value))
+        return low + step * self.rng.randrange((high - low) // step + 1)
 
 
 def spec_to_params(spec: ArchSpec) -> dict[str, Any]:

@@ -138,6 +138,40 @@ def test_small_search_writes_the_run_directory(tmp_path):
     assert json.loads((run / "config.json").read_text())["latency_threads"] == 1  # not cores / workers
 
 
+def test_search_with_a_latency_table_rejects_by_latency_before_training(tmp_path):
+    """A table where every part costs 1 ms: a model's latency is its number of parts, countable from its spec
+    alone. Latencies come from the table (no full-size model is timed), and the latency budget rejects
+    before training, as the FLOP budget does."""
+    from test_latency_table import parts_table
+
+    parts_table().save(tmp_path / "table.json")
+    run = tmp_path / "run"
+    result = search(*SMALL, "--trials", "3", "--seeds", "van_b0,smt_t,coatnet_0", "--latency-budget", "17ms",
+                    "--latency-table", str(tmp_path / "table.json"), "--out", str(run))
+    assert result.returncode == 0, result.stderr[-3000:]
+    frame = pd.read_csv(run / "trials.csv")
+    n_parts = {}
+    for row in frame.itertuples():
+        spec = ArchSpec.from_json(row.spec)
+        stages = spec.stages
+        n_parts[row.number] = (1 + sum(s.downsample in ("overlap", "patch") for s in stages)
+                               + sum(s.depth for s in stages) + sum(s.norm_out for s in stages) + 1)
+        if row.flops <= 1e9:
+            assert row.latency_ms == n_parts[row.number], row
+    for name in ("smt_t", "van_b0"):  # both keep 13 blocks at 1 G: 22 parts, over 17 ms
+        seed = frame[frame.seed == name].iloc[0]
+        assert seed.state == "REJECTED" and seed.error == "over the latency budget" and pd.isna(seed.accuracy)
+        assert pd.isna(seed.duration_s)  # never reached Ray
+    assert frame[frame.seed == "coatnet_0"].iloc[0].state == "COMPLETE"  # 12 parts
+    complete = frame[frame.state == "COMPLETE"]
+    assert len(complete) >= 3 and (complete.latency_ms <= 17).all()
+    assert ((frame.state == "REJECTED") == ((frame.flops > 1e9) | (frame.latency_ms > 17))).all()
+    config = json.loads((run / "config.json").read_text())
+    assert config["latency_table"] == str((tmp_path / "table.json").resolve())
+    assert (run / "latency_table.json").is_file()  # the run keeps its own copy
+    assert "Latency predicted from the latency table" in (run / "pareto.html").read_text()
+
+
 def test_mobile_budget_runs_with_every_default_seed(tmp_path):
     """300 MFLOPs: every seed scaled into it, twins merged into one trial, nothing completed over budget."""
     run = tmp_path / "run"

@@ -10,14 +10,24 @@ would redo `weight * mask` (about 8% of PeLK-T's latency).
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
+import os
 import statistics
+import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import nn
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 from torch.nn.utils import parametrize
 
 _logger = logging.getLogger(__name__)
@@ -39,6 +49,66 @@ class LatencyResult:
     @property
     def iqr_ms(self) -> float:
         return self.p75_ms - self.p25_ms
+
+
+class LatencyGate:
+    """Measures latency while nothing else of ours computes on this machine.
+
+    Measured during a search, a model's latency depended on what the other trials were doing: the same
+    architecture read 27 and 47 ms in one run. So each trial's training and evaluation steps run inside
+    `computing()` and each measurement inside `measuring()`: a measurement waits for the steps under
+    way (on any process of this machine) to end and holds new ones until it is done; training waits
+    a few seconds at most. Two file locks (flock), so it works across Ray's worker processes and costs
+    microseconds a step; they live in the machine's temporary directory, so trials on other nodes of a
+    cluster, which do not disturb, are not held. Where flock does not exist (Windows) it does nothing.
+    """
+
+    def __init__(self, path: str | os.PathLike[str] | None = None) -> None:
+        self.path = Path(path) if path is not None else Path(tempfile.gettempdir()) / "hybrid-nas-latency"
+        self._files: tuple[int, int] | None = None
+
+    def _fds(self) -> tuple[int, int] | None:
+        if fcntl is None:
+            return None
+        if self._files is None:  # opened lazily: a gate travels to Ray workers by pickling
+            self._files = tuple(os.open(f"{self.path}.{name}.lock", os.O_RDWR | os.O_CREAT, 0o666)
+                                for name in ("gate", "work"))  # type: ignore[assignment]
+        return self._files
+
+    def __getstate__(self) -> dict:
+        return {"path": self.path, "_files": None}
+
+    @contextlib.contextmanager
+    def measuring(self) -> Iterator[None]:
+        fds = self._fds()
+        if fds is None:
+            yield
+            return
+        gate, work = fds
+        fcntl.flock(gate, fcntl.LOCK_EX)  # no new step starts ...
+        try:
+            fcntl.flock(work, fcntl.LOCK_EX)  # ... and the steps under way have ended
+            try:
+                yield
+            finally:
+                fcntl.flock(work, fcntl.LOCK_UN)
+        finally:
+            fcntl.flock(gate, fcntl.LOCK_UN)
+
+    @contextlib.contextmanager
+    def computing(self) -> Iterator[None]:
+        fds = self._fds()
+        if fds is None:
+            yield
+            return
+        gate, work = fds
+        fcntl.flock(gate, fcntl.LOCK_SH)  # waits while a measurement holds the gate
+        fcntl.flock(gate, fcntl.LOCK_UN)
+        fcntl.flock(work, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(work, fcntl.LOCK_UN)
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:

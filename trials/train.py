@@ -9,10 +9,12 @@ DynamicConv's attention temperature is annealed per step (`dynconv_temperature`)
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -27,6 +29,7 @@ from trials.latency import to_channels_last
 _logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[int, float, float], None]
+StepGuard = Callable[[], AbstractContextManager[Any]]
 
 
 class TrialFailed(RuntimeError):
@@ -143,12 +146,13 @@ def _batch(x: torch.Tensor) -> torch.Tensor:
 
 
 @torch.inference_mode()
-def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128) -> float:
-    """Top-1 accuracy in percent; leaves the model in eval mode."""
+def evaluate(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 128,
+             step_guard: StepGuard = contextlib.nullcontext) -> float:
+    """Top-1 accuracy in percent; leaves the model in eval mode. Each batch runs inside `step_guard()`."""
     model.eval()
     correct = torch.zeros((), dtype=torch.int64, device=y.device)
     for i in range(0, len(y), batch_size):
-        with _autocast(x.device):
+        with step_guard(), _autocast(x.device):
             logits = model(_batch(x[i:i + batch_size]))
         correct += (logits.argmax(dim=-1) == y[i:i + batch_size]).sum()
     return 100.0 * correct.item() / max(1, len(y))
@@ -159,8 +163,12 @@ def train_and_evaluate(
         data: TrialData,
         cfg: ProxyConfig | None = None,
         on_epoch: EpochCallback | None = None,
+        step_guard: StepGuard = contextlib.nullcontext,
 ) -> TrainResult:
     """Train model in place on data.train_*, report val top-1 after every epoch.
+
+    Every optimiser step and evaluation batch runs inside `step_guard()`: a latency measurement on the
+    same machine can hold training between two steps (`trials.latency.LatencyGate.computing`).
 
     on_epoch(epoch, val_top1, train_loss) is called after each epoch (epoch counts
     from 1); raising StopTrial in it ends training and returns the result so far,
@@ -172,13 +180,14 @@ def train_and_evaluate(
     if cfg.num_threads is not None:
         torch.set_num_threads(cfg.num_threads)
     try:
-        return _run(model, data, cfg, on_epoch)
+        return _run(model, data, cfg, on_epoch, step_guard)
     finally:
         torch.set_num_threads(prev_threads)
 
 
 def _run(
         model: nn.Module, data: TrialData, cfg: ProxyConfig, on_epoch: EpochCallback | None,
+        step_guard: StepGuard,
 ) -> TrainResult:
     device = torch.device(cfg.device)
     torch.manual_seed(cfg.seed)  # dropout / drop-path inside the model
@@ -213,13 +222,14 @@ def _run(
         for i in range(steps):
             set_temperature(model, dynconv_temperature((epoch - 1) * steps + i, steps, cfg))
             idx = perm[i * bs:(i + 1) * bs]
-            with _autocast(device):
-                loss = criterion(model(_batch(train_x[idx])), train_y[idx])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            scheduler.step()
-            loss_sum += loss.detach()
+            with step_guard():
+                with _autocast(device):
+                    loss = criterion(model(_batch(train_x[idx])), train_y[idx])
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                scheduler.step()
+                loss_sum += loss.detach()
         train_loss = loss_sum.item() / steps  # the only host sync of the epoch's steps
         if not math.isfinite(train_loss):
             raise TrialFailed(
@@ -227,7 +237,7 @@ def _run(
                 f"(now {cfg.lr:g}) or check the architecture for unstable ops"
             )
         set_temperature(model, dynconv_temperature(epoch * steps, steps, cfg))  # the one reached: 1 at the end
-        val_top1 = evaluate(model, val_x, val_y, cfg.eval_batch_size)
+        val_top1 = evaluate(model, val_x, val_y, cfg.eval_batch_size, step_guard)
         result.val_top1.append(val_top1)
         result.train_loss.append(train_loss)
         result.epochs_run = epoch

@@ -7,6 +7,7 @@ trained at the fidelity (`trials.fidelity`): the proxy's (smaller images, width 
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import gc
 import logging
@@ -21,7 +22,7 @@ import nas
 from search_spaces.spec import ArchSpec
 from trials.data import TrialData
 from trials.fidelity import PROXY, Fidelity
-from trials.latency import measure_latency
+from trials.latency import LatencyGate, measure_latency
 from trials.train import ProxyConfig, TrainResult, train_and_evaluate
 
 __all__ = ["TrialSettings", "run_trial", "run_promotion", "release_freed_memory"]
@@ -39,12 +40,15 @@ class TrialSettings:
     seed: int = 0  # weights' initialisation and batch order
     img_size: int = 224  # the full-size model's resolution, for FLOPs and latency
     latency_device: str = "cpu"
-    latency_warmup: int = 3
+    latency_warmup: int = 5  # the first model timed in a process read up to 40 % high after 3
     latency_runs: int = 10
     latency_budget_ms: float | None = None
     latency_threads: int = 1  # fixed for a whole study, so that its latencies compare
     threads: int = 1  # for training
     device: str = "cpu"  # for training; latency has its own (`latency_device`)
+    # measurements wait for this machine's other trials to finish their step and hold them meanwhile;
+    # None: measure beside them (a lone trial, tests)
+    gate: LatencyGate | None = None
 
     @property
     def proxy(self) -> ProxyConfig:
@@ -52,31 +56,29 @@ class TrialSettings:
         return ProxyConfig.from_fidelity(self.fidelity, seed=self.seed, num_threads=self.threads, device=self.device)
 
 
-def run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report) -> dict[str, Any]:
+def run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report,
+              latency_ms: float | None = None) -> dict[str, Any]:
     """Measure and train one candidate; `report(metrics)` is called after each epoch (and once when
-    the latency budget rejects it). Returns the last metrics. Raises TrialFailed on NaN losses."""
+    the latency budget rejects it). Returns the last metrics. Raises TrialFailed on NaN losses.
+
+    `latency_ms` known already (predicted from a latency table) is taken as is: no full-size model is
+    built then."""
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
-        return _run_trial(spec, data, settings, report)
+        return _run_trial(spec, data, settings, report, latency_ms)
     finally:
         torch.set_num_threads(threads)
         release_freed_memory()
 
 
-def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report) -> dict[str, Any]:
+def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report: Report,
+               latency_ms: float | None) -> dict[str, Any]:
     start = time.perf_counter()
     counted = nas.count(spec, settings.img_size)
     metrics: dict[str, Any] = dict(params=counted.params, flops=counted.flops, accuracy=0.0, epoch=0)
-
-    full = nas.build_model(spec, num_classes=1000, img_size=settings.img_size)
-    latency = measure_latency(full, img_size=settings.img_size, device=settings.latency_device,
-                              threads=settings.latency_threads, warmup=settings.latency_warmup,
-                              runs=settings.latency_runs, copy_model=False)
-    del full
-    release_freed_memory()
-    metrics["latency_ms"] = latency.median_ms
-    if settings.latency_budget_ms is not None and latency.median_ms > settings.latency_budget_ms:
+    metrics["latency_ms"] = _measure(spec, settings) if latency_ms is None else latency_ms
+    if settings.latency_budget_ms is not None and metrics["latency_ms"] > settings.latency_budget_ms:
         metrics.update(infeasible=1, duration_s=time.perf_counter() - start)
         report(metrics)
         return metrics
@@ -89,8 +91,21 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
         metrics.update(accuracy=top1, epoch=epoch, train_loss=loss, duration_s=time.perf_counter() - start)
         report(dict(metrics))
 
-    train_and_evaluate(model, data, settings.proxy, on_epoch=on_epoch)
+    guard = settings.gate.computing if settings.gate is not None else contextlib.nullcontext
+    train_and_evaluate(model, data, settings.proxy, on_epoch=on_epoch, step_guard=guard)
     return metrics
+
+
+def _measure(spec: ArchSpec, settings: TrialSettings) -> float:
+    """The full-size model's median latency, measured with this machine's other trials held (`gate`)."""
+    full = nas.build_model(spec, num_classes=1000, img_size=settings.img_size)
+    with settings.gate.measuring() if settings.gate is not None else contextlib.nullcontext():
+        latency = measure_latency(full, img_size=settings.img_size, device=settings.latency_device,
+                                  threads=settings.latency_threads, warmup=settings.latency_warmup,
+                                  runs=settings.latency_runs, copy_model=False)
+    del full
+    release_freed_memory()
+    return latency.median_ms
 
 
 def release_freed_memory() -> None:

@@ -24,7 +24,14 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..counting import count_pelk, pelk_conv_channels, peripheral_half_grid
+from ..counting import (
+    block_sum_pays,
+    cells_in_reach,
+    count_pelk,
+    pelk_conv_channels,
+    peripheral_bounds,
+    peripheral_half_grid,
+)
 from .base import depthwise_conv2d, fast_paths_enabled, reach, rules_measured_for
 from .conv import layer_scale
 from .init import init_module
@@ -41,25 +48,6 @@ def peripheral_index(kernel: int, center: int) -> torch.Tensor:
     n = len(cells)
     index = [n - 1 + (1 if o > 0 else -1) * cell_of_offset[abs(o)] for o in range(-(kernel // 2), kernel // 2 + 1)]
     return torch.tensor(index, dtype=torch.long)
-
-
-@functools.cache
-def peripheral_bounds(kernel: int, center: int) -> tuple[int, ...]:
-    """Offsets at which the sharing cells along an axis begin, then the end: cell j is [b[j], b[j+1])."""
-    ends = [0]
-    for size in peripheral_half_grid(kernel, center):
-        ends.append(ends[-1] + size)
-    return tuple(sorted({1 - e for e in ends[1:]} | set(ends[1:])))
-
-
-@functools.lru_cache(maxsize=256)
-def _cells_in_reach(kernel: int, center: int, radius: int) -> tuple[int, int, tuple[int, ...]]:
-    """The cells within `radius` taps of the centre (first, last + 1) and their bounds clipped to it: with
-    the reach of a map as radius, the others only ever see zero padding."""
-    bounds = peripheral_bounds(kernel, center)
-    cells = [j for j in range(len(bounds) - 1) if bounds[j + 1] > -radius and bounds[j] <= radius]
-    clipped = [max(bounds[j], -radius) for j in cells] + [min(bounds[cells[-1] + 1], radius + 1)]
-    return cells[0], cells[-1] + 1, tuple(clipped)
 
 
 @functools.lru_cache(maxsize=64)
@@ -85,8 +73,8 @@ def peripheral_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     """
     n, c, h, w = x.shape
     rx = reach(kernel, 1, w)
-    r0, r1, row_bounds = _cells_in_reach(kernel, center, reach(kernel, 1, h))
-    c0, c1, col_bounds = _cells_in_reach(kernel, center, rx)
+    r0, r1, row_bounds = cells_in_reach(kernel, center, reach(kernel, 1, h))
+    c0, c1, col_bounds = cells_in_reach(kernel, center, rx)
     # sum_j w_j (P[b_j+1] - P[b_j]) = sum_j (w_j-1 - w_j) P[b_j]: read the prefix sums once per bound
     shared = F.pad(weight[:, 0, r0:r1, c0:c1], (1, 1))
     shared = shared[..., :-1] - shared[..., 1:]  # (C, row cells, column bounds)
@@ -97,36 +85,13 @@ def peripheral_conv2d(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor 
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
-# Measured on a 2-core x86 CPU, 1 thread, at PeLK's shapes (benchmarks/large_kernel.py). Inference: the
-# dense path (cropped kernel, oneDNN channels_last) keeps up until the kernel in reach has about 10 taps
-# per sharing cell (K=49-51 on maps of 28-56 px: box sums 1.5-2x faster; 6-8 taps per cell on maps of
-# 14-16 px: a tie or the dense path). Training: on maps of 14-32 px the box sums beat the FFT 1.3-3x; on
-# larger maps the FFT wins, on smaller ones the direct conv. On a 1 x 1 map the conv is a per-channel
-# scale, and PyTorch's 1x1 depthwise conv is slow (0.2-1.5 ms for 46-374 channels): box sums there too.
-BLOCK_SUM_MIN_TAPS_PER_CELL = 10
-BLOCK_SUM_TRAIN_SIZES = (14, 32)
-
-
 def use_block_sum(kernel: int, center: int, height: int, width: int, training: bool) -> bool:
     """The algorithm rule for `PeripheralConv`: box sums over the sharing cells (`peripheral_conv2d`)
     or the dense depthwise conv. Never inside `dense_convolutions()`."""
     if not fast_paths_enabled():
         return False
-    return _block_sum_pays(kernel, center, reach(kernel, 1, height), reach(kernel, 1, width),
-                           min(height, width), max(height, width), training)
-
-
-@functools.lru_cache(maxsize=256)
-def _block_sum_pays(kernel: int, center: int, ry: int, rx: int, short: int, long: int, training: bool) -> bool:
-    """`use_block_sum` for maps with these reaches and sides (cached: it runs on every forward)."""
-    if ry == rx == 0:
-        return True
-    (r0, r1, _), (c0, c1, _) = _cells_in_reach(kernel, center, ry), _cells_in_reach(kernel, center, rx)
-    taps_per_cell = (2 * ry + 1) * (2 * rx + 1) / ((r1 - r0) * (c1 - c0))
-    if training:
-        low, high = BLOCK_SUM_TRAIN_SIZES
-        return taps_per_cell >= 2 and low <= short and long <= high
-    return taps_per_cell >= BLOCK_SUM_MIN_TAPS_PER_CELL
+    return block_sum_pays(kernel, center, reach(kernel, 1, height), reach(kernel, 1, width),
+                          min(height, width), max(height, width), training)
 
 
 def _wide(x: torch.Tensor) -> bool:
