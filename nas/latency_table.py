@@ -1,12 +1,13 @@
 """Make a latency table: measure the parts the space can produce on this device and fit their cost models.
 
-For every cost model of `nas.latency` (each block type and stride at each stage resolution, each stem,
-downsampling, stage norm and the head) it draws random architectures from the whole space, takes the
-part that model predicts, builds it alone and times it (eval mode, inference mode, channels_last, the
-table's thread count and batch), then fits the model's coefficients by least squares on relative
-error, once more without the parts whose error is over three times the median (a measurement the
-shared machine disturbed). The leave-one-out error of each fit goes into the table. Last, whole
-random models are timed to fit the end-to-end correction (model = scale * sum of its parts).
+First the depthwise convs the blocks use, per kernel, dilation, map size and width. Then, for every cost
+model of `nas.latency` (each block type and stride at each stage resolution, each stem, downsampling,
+stage norm and the head), parts drawn from random architectures of the whole space, timed in turns
+with parts of about their size (eval and inference mode, channels_last, the table's thread count and
+batch: `time_round_robin`); each model's coefficients are fitted by least squares on relative error,
+once more without the parts whose error is over three times the median (a measurement the shared
+machine disturbed), and the leave-one-out error of each fit goes into the table with what was measured.
+Last, whole random models are timed to fit the end-to-end correction (model = scale * sum of its parts).
 """
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ import torch
 from torch import nn
 
 from search_spaces.space import RandomChoiceTrial, sample_spec
-from search_spaces.spec import BLOCK_TYPES, ArchSpec
+from search_spaces.spec import BLOCK_TYPES, STEM_TYPES, ArchSpec
+from trials.latency import to_channels_last
 
 from .count import count
 from .latency import (
@@ -47,7 +49,6 @@ __all__ = ["build_latency_table", "refit", "cost_model_names", "build_part", "ti
 _logger = logging.getLogger(__name__)
 
 STRIDING_BLOCKS = ("mbconv", "msa")  # the blocks that can downsample their stage themselves
-STEM_TYPES = ("overlap", "patch", "conv2", "deep")
 FULL_MODEL_GFLOPS = (0.1, 10.0)  # the range of the whole models that fit the end-to-end correction
 POOL = 16  # parts timed in turns (`time_round_robin`)
 
@@ -104,13 +105,6 @@ def random_specs(rng: random.Random, gflops: tuple[float, float] = FULL_MODEL_GF
             yield spec
 
 
-def _channels_last(module: nn.Module) -> nn.Module:
-    for param in module.parameters():
-        if param.dim() == 4:
-            param.data = param.data.contiguous(memory_format=torch.channels_last)
-    return module
-
-
 def build_part(part: Part, batch: int = 1, device: str = "cpu") -> tuple[nn.Module, tuple[torch.Tensor, ...]]:
     """The module of one part, in eval mode and channels_last on `device`, with an input for it."""
     from .model import ClassifierHead
@@ -139,26 +133,14 @@ def build_part(part: Part, batch: int = 1, device: str = "cpu") -> tuple[nn.Modu
         shape = (s["dim_in"], s["hw"] * s["stride"], s["hw"] * s["stride"])
         if s["pos_embed"] is not None and getattr(module, "uses_pos_embed", False):
             extra = (make_pos_embed(*s["pos_embed"]).detach().to(device),)
-    module = _channels_last(module.to(device)).eval()
+    module = to_channels_last(module.to(device)).eval()
     x = torch.randn(batch, *shape, device=device).contiguous(memory_format=torch.channels_last)
     return module, (x, *extra)
 
 
 def time_forward(module: nn.Module, args: tuple[torch.Tensor, ...], warmup: int, runs: int) -> float:
-    """Median milliseconds of `module(*args)` after `warmup` calls (synchronised on CUDA)."""
-    cuda = args[0].device.type == "cuda"
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times = []
-    with torch.inference_mode():
-        for _ in range(warmup):
-            module(*args)
-        sync()
-        for _ in range(runs):
-            start = time.perf_counter()
-            module(*args)
-            sync()
-            times.append(1000.0 * (time.perf_counter() - start))
-    return statistics.median(times)
+    """Median milliseconds of `module(*args)`, run over and over alone after `warmup` calls."""
+    return time_round_robin([(module, args)], warmup, runs)[0]
 
 
 def time_round_robin(calls: list[tuple[nn.Module, tuple[torch.Tensor, ...]]], warmup: int, runs: int) -> list[float]:
@@ -205,7 +187,7 @@ def measure_depthwise(batch: int = 1, device: str = "cpu", warmup: int = 2, runs
         for kernel, dilation in DEPTHWISE_KERNELS:
             points = []
             for width in depthwise_widths(hw, kernel, dilation):
-                conv = _channels_last(DepthwiseConv2d(width, kernel, dilation).to(device)).eval()
+                conv = to_channels_last(DepthwiseConv2d(width, kernel, dilation).to(device)).eval()
                 x = torch.randn(batch, width, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
                 points.append((width, time_forward(conv, (x,), warmup, runs)))
             found[depthwise_key(hw, kernel, dilation)] = points
@@ -346,7 +328,7 @@ def _fit_correction(table: LatencyTable, n: int, rng: random.Random, device: str
     for i in range(n):  # each alone, over and over, as `trials.latency.measure_latency` times a model
         spec = next(specs)
         chosen.append(spec)
-        model = _channels_last(build_model(spec).to(device)).eval()
+        model = to_channels_last(build_model(spec).to(device)).eval()
         with parametrize.cached():
             measured.append(time_forward(model, (x,), warmup=5, runs=10))
         del model

@@ -108,12 +108,11 @@ class BudgetedOptunaSearch(OptunaSearch):
             ot_trial.set_user_attr("layout", spec.layout)
             ot_trial.set_user_attr("params", counted.params)
             ot_trial.set_user_attr("flops", counted.flops)
-            latency = _REJECTED_LATENCY_MS
+            latency, over_latency = _REJECTED_LATENCY_MS, 0.0
             if counted.flops <= self.budget_flops and self.latency_table is not None:
                 latency = predict_latency(spec, self.latency_table)
                 ot_trial.set_user_attr("latency_ms", latency)
-            over_latency = (latency - self.latency_budget_ms
-                            if self.latency_budget_ms and self.latency_table is not None else 0.0)
+                over_latency = latency - self.latency_budget_ms if self.latency_budget_ms else 0.0
             if counted.flops <= self.budget_flops and over_latency <= 0:
                 config["trial_number"] = ot_trial.number
                 config["seed_name"] = ot_trial.user_attrs.get("seed", "")
@@ -122,7 +121,7 @@ class BudgetedOptunaSearch(OptunaSearch):
                 return config
             # over a budget: infeasible, told at once, never trained
             ot_trial.set_constraint("flops_over_budget", float(counted.flops - self.budget_flops))
-            ot_trial.set_constraint("latency_over_budget", float(max(over_latency, 0.0)))
+            ot_trial.set_constraint("latency_over_budget", float(over_latency))
             over = "FLOP" if counted.flops > self.budget_flops else "latency"
             ot_trial.set_user_attr("rejected", f"over the {over} budget")
             self._ot_study.tell(ot_trial, [0.0, float(counted.flops), float(latency)])

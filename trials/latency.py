@@ -1,4 +1,4 @@
-"""Inference latency of one candidate, measured the way it would be deployed.
+"""Inference latency of one candidate, measured the way it would be deployed, and undisturbed.
 
 The model is timed on a deep copy, so channels_last conversion, the device move
 and eval mode never leak into the caller's model (which may still be training);
@@ -55,12 +55,13 @@ class LatencyGate:
     """Measures latency while nothing else of ours computes on this machine.
 
     Measured during a search, a model's latency depended on what the other trials were doing: the same
-    architecture read 27 and 47 ms in one run. So each trial's training and evaluation steps run inside
-    `computing()` and each measurement inside `measuring()`: a measurement waits for the steps under
-    way (on any process of this machine) to end and holds new ones until it is done; training waits
-    a few seconds at most. Two file locks (flock), so it works across Ray's worker processes and costs
-    microseconds a step; they live in the machine's temporary directory, so trials on other nodes of a
-    cluster, which do not disturb, are not held. Where flock does not exist (Windows) it does nothing.
+    architecture read 27 and 47 ms in one run. So what a trial computes (building a model, each training
+    and evaluation step) runs inside `computing()` and each measurement inside `measuring()`: a
+    measurement waits for the computations under way (on any process of this machine) to end and holds
+    new ones until it is done; the others wait a few seconds at most. Two file locks (flock): it works
+    across Ray's worker processes and costs microseconds a step; they live in the machine's temporary
+    directory, so trials on other nodes of a cluster, which do not disturb, are not held. Where flock
+    does not exist (Windows) it does nothing.
     """
 
     def __init__(self, path: str | os.PathLike[str] | None = None) -> None:

@@ -83,23 +83,27 @@ def _run_trial(spec: ArchSpec, data: TrialData, settings: TrialSettings, report:
         report(metrics)
         return metrics
 
+    guard = settings.gate.computing if settings.gate is not None else contextlib.nullcontext
     torch.manual_seed(settings.seed)
-    model = nas.build_model(settings.fidelity.model_spec(spec), num_classes=data.num_classes,
-                            img_size=data.img_size)
+    with guard():
+        model = nas.build_model(settings.fidelity.model_spec(spec), num_classes=data.num_classes,
+                                img_size=data.img_size)
 
     def on_epoch(epoch: int, top1: float, loss: float) -> None:
         metrics.update(accuracy=top1, epoch=epoch, train_loss=loss, duration_s=time.perf_counter() - start)
         report(dict(metrics))
 
-    guard = settings.gate.computing if settings.gate is not None else contextlib.nullcontext
     train_and_evaluate(model, data, settings.proxy, on_epoch=on_epoch, step_guard=guard)
     return metrics
 
 
 def _measure(spec: ArchSpec, settings: TrialSettings) -> float:
-    """The full-size model's median latency, measured with this machine's other trials held (`gate`)."""
-    full = nas.build_model(spec, num_classes=1000, img_size=settings.img_size)
-    with settings.gate.measuring() if settings.gate is not None else contextlib.nullcontext():
+    """The full-size model's median latency, measured with this machine's other trials held (`gate`):
+    whatever they compute (building a model, a training step) waits, and the measurement waits for it."""
+    gate = settings.gate
+    with gate.computing() if gate is not None else contextlib.nullcontext():
+        full = nas.build_model(spec, num_classes=1000, img_size=settings.img_size)
+    with gate.measuring() if gate is not None else contextlib.nullcontext():
         latency = measure_latency(full, img_size=settings.img_size, device=settings.latency_device,
                                   threads=settings.latency_threads, warmup=settings.latency_warmup,
                                   runs=settings.latency_runs, copy_model=False)
