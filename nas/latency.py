@@ -1,15 +1,15 @@
 """Latency predicted from a per-device latency table, without building the model (`predict_latency`).
 
 A model runs its parts one after another at batch 1 (stem, each stage's downsampling, blocks and
-closing norm, the head), so its latency is close to the sum of its parts' (1-4 % above it, measured
-on this project's CPU). A latency table holds, for one device, thread count and batch, a cost model
-per kind of part, fitted to parts measured on that device (`nas.latency_table.build_latency_table`):
-a linear function of a few cost terms of the part's shape (`part_features`: a constant for the
-per-call overhead, widths for element-wise work, width products for matrix products, kernel areas
-for depthwise convs, ...), one model per block type, stride and stage resolution, times an
-end-to-end correction: the median ratio of whole models' measured latency to their parts' sum. The
-terms come from the same shapes the counting rules use, and like them need no torch: a prediction
-takes well under a millisecond.
+closing norm, the head), so its latency is close to the sum of its parts' when each part is timed as
+it runs in a model, in turns with other parts (`nas.latency_table.time_round_robin`). A latency
+table holds, for one device, thread count and batch, a cost model per kind of part, fitted to parts
+measured on that device (`nas.latency_table.build_latency_table`): a linear function of a few cost
+terms of the part's shape (`part_features`: a constant for the per-call overhead, widths for
+element-wise work, width products for matrix products, the measured depthwise convs, ...), one model
+per block type, stride and stage resolution, times an end-to-end correction: the median ratio of
+whole models' measured latency to their parts' sum. The terms come from the same shapes the counting
+rules use, and like them need no torch: a prediction takes well under a millisecond.
 
 Cost models are keyed by name (`block/lka/s2`: LKA blocks in stage 2, `block/mbconv/s3/stride2`: the
 strided first MBConv of stage 3, `stem/overlap`, `downsample/patch/s4`, `norm/s1`, `head`); the table
@@ -76,9 +76,10 @@ def _mis(*widths: int) -> int:
 
 
 # The depthwise convs the blocks use, (kernel, dilation): a table measures each at every stage resolution
-# over a range of widths, since their cost is far from proportional to kernel area and width (oneDNN
-# runs 1x1 and dilated depthwise kernels whose padding passes a limit on a path 10-40x slower; cropping
-# caps kernels on small maps; caches decide the rest).
+# over a range of widths, since their cost is far from proportional to kernel area and width (measured
+# at 56 x 56: a 1x1 depthwise conv takes 25x a 3x3's time, and a dilated kernel whose padding passes a
+# limit, e.g. 9x9 at dilation 2 or 7x7 at 3, 30-35x the undilated one's; cropping caps kernels on small
+# maps; caches decide the rest).
 DEPTHWISE_KERNELS = tuple((k, 1) for k in range(1, 15, 2)) + tuple((k, d) for d in (2, 3, 4) for k in (3, 5, 7, 9))
 STAGE_SIZES = (56, 28, 14, 7)  # the stages' map sizes at 224 x 224
 Depthwise = dict[str, list[tuple[int, float]]]  # "hw/kernel/dilation" -> [(channels, milliseconds), ...]
@@ -286,9 +287,6 @@ class LatencyTable:
         if found is None:
             found = self._features[part] = part_features(part, self.depthwise)
         return found
-
-    def predict(self, spec: ArchSpec, num_classes: int = 1000) -> float:
-        return predict_latency(spec, self, num_classes)
 
     def describe(self) -> str:
         where = f" ({self.path})" if self.path else ""

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from search_spaces.space import RandomChoiceTrial, sample_spec
-from search_spaces.spec import BLOCK_TYPES, STEM_TYPES, ArchSpec
+from search_spaces.spec import BLOCK_TYPES, STEM_TYPES, STRIDING_BLOCKS, ArchSpec
 from trials.latency import to_channels_last
 
 from .count import count
@@ -48,7 +48,6 @@ __all__ = ["build_latency_table", "refit", "cost_model_names", "build_part", "ti
 
 _logger = logging.getLogger(__name__)
 
-STRIDING_BLOCKS = ("mbconv", "msa")  # the blocks that can downsample their stage themselves
 FULL_MODEL_GFLOPS = (0.1, 10.0)  # the range of the whole models that fit the end-to-end correction
 POOL = 16  # parts timed in turns (`time_round_robin`)
 

@@ -17,7 +17,7 @@ import random
 from dataclasses import dataclass
 from typing import Any
 
-from .spec import ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
+from .spec import STRIDING_BLOCKS, ArchSpec, BlockSpec, HeadSpec, StageSpec, StemSpec
 
 __all__ = ["PATTERNS", "SPACE_LIMITS", "SpaceLimits", "space_limits", "sample_spec", "spec_to_params", "SearchSpace",
            "fit_heads", "SmallestChoiceTrial", "RandomChoiceTrial"]
@@ -188,7 +188,7 @@ def sample_spec(trial: Any, limits: SpaceLimits | None = None) -> ArchSpec:
         mlp_ratio = trial.suggest_categorical(f"s{i}_mlp_ratio", MLP_RATIOS)
         effective = int(width * width_mult)
         blocks = tuple(_block(trial, i, kind, effective, mlp_ratio) for kind in dict.fromkeys(pattern))
-        can_stride = blocks[0].type in ("mbconv", "msa")
+        can_stride = blocks[0].type in STRIDING_BLOCKS
         if i == 1 and stem_type != "deep":
             downsample, down_norm = "none", "ln"
         else:

@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 __all__ = [
-    "BLOCK_TYPES", "BLOCK_DEFAULTS", "LAYOUT_CODES", "STEM_TYPES", "DOWNSAMPLE_TYPES",
+    "BLOCK_TYPES", "BLOCK_DEFAULTS", "LAYOUT_CODES", "STEM_TYPES", "DOWNSAMPLE_TYPES", "STRIDING_BLOCKS",
     "SpecError", "BlockSpec", "StemSpec", "StageSpec", "HeadSpec", "ArchSpec",
 ]
 
@@ -76,6 +76,7 @@ DOWNSAMPLE_TYPES = {
     "patch": 2,  # norm + 2 x 2 stride-2 conv (ConvNeXt, PeLK)
     "block": 2,  # the stage's first block strides itself (CoAtNet)
 }
+STRIDING_BLOCKS = ("mbconv", "msa")  # the blocks that can downsample their stage themselves ('block')
 NORMS = ("bn", "ln")
 MLP_KINDS = ("plain", "conv")
 
@@ -255,7 +256,7 @@ class StageSpec:
         _check(len(pelk) <= 1, where, "the PeLK blocks of a stage share one positional embedding: "
                "give them the same kernel and conv_ratio")
         if self.downsample == "block":
-            _check(self.blocks[0].type in ("mbconv", "msa"), where,
+            _check(self.blocks[0].type in STRIDING_BLOCKS, where,
                    f"downsample 'block' needs a first block that can stride (mbconv or msa), not {self.blocks[0].type}")
 
 

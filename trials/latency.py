@@ -86,15 +86,8 @@ class LatencyGate:
             yield
             return
         gate, work = fds
-        fcntl.flock(gate, fcntl.LOCK_EX)  # no new step starts ...
-        try:
-            fcntl.flock(work, fcntl.LOCK_EX)  # ... and the steps under way have ended
-            try:
-                yield
-            finally:
-                fcntl.flock(work, fcntl.LOCK_UN)
-        finally:
-            fcntl.flock(gate, fcntl.LOCK_UN)
+        with _flock(gate, fcntl.LOCK_EX), _flock(work, fcntl.LOCK_EX):  # no new step; those under way ended
+            yield
 
     @contextlib.contextmanager
     def computing(self) -> Iterator[None]:
@@ -103,13 +96,19 @@ class LatencyGate:
             yield
             return
         gate, work = fds
-        fcntl.flock(gate, fcntl.LOCK_SH)  # waits while a measurement holds the gate
-        fcntl.flock(gate, fcntl.LOCK_UN)
-        fcntl.flock(work, fcntl.LOCK_SH)
-        try:
+        with _flock(gate, fcntl.LOCK_SH):  # waits while a measurement holds the gate
+            pass
+        with _flock(work, fcntl.LOCK_SH):
             yield
-        finally:
-            fcntl.flock(work, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _flock(fd: int, mode: int) -> Iterator[None]:
+    fcntl.flock(fd, mode)
+    try:
+        yield
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
