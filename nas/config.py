@@ -89,7 +89,8 @@ class SearchConfig:
         """Where the run's latencies come from, in words, for the report and the log."""
         if self.latency_table is None:
             return (f"latency measured on this machine's {self.latency_device}, {self.latency_threads} thread(s), "
-                    "batch 1, 224x224, with the machine's other trials held meanwhile")
+                    "batch 1, 224x224, with the machine's other trials held meanwhile, against a reference model "
+                    "timed after each run")
         from .latency import LatencyTable, LatencyTableError
 
         try:

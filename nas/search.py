@@ -36,7 +36,8 @@ from search_spaces.spec import ArchSpec
 from trials.data import TrialData, load_dataset
 from trials.devices import resolve_device
 from trials.fidelity import Fidelity
-from trials.latency import LatencyGate
+from trials.latency import LatencyGate, LatencyReference
+from trials.trial import WORKER_ENV
 
 from .budget import SeedDoesNotFit, budget_limits, fit_to_budget
 from .config import DEFAULT_PROMOTE, LATENCY_TABLE, SearchConfig, gpu_share
@@ -53,6 +54,7 @@ __all__ = ["SearchConfig", "SearchInputError", "BudgetedOptunaSearch", "run_sear
            "run_promotions"]
 
 _logger = logging.getLogger(__name__)
+LATENCY_REFERENCE_ATTR = "latency_reference_ms"  # the study's record of its LatencyReference
 
 
 class SearchInputError(ValueError):
@@ -453,12 +455,18 @@ def _init_ray(cfg: SearchConfig) -> bool:
     import ray
 
     if ray.is_initialized():
+        given = ray.get_runtime_context().runtime_env.get("env_vars") or {}
+        if any(given.get(name) != value for name, value in WORKER_ENV.items()):
+            _logger.warning("Ray was started before the search: give its workers runtime_env={'env_vars': %s} "
+                            "(trials.trial.WORKER_ENV), or latencies measured in trials read up to 60 %% high",
+                            WORKER_ENV)
         return False
+    runtime_env = {"env_vars": WORKER_ENV}  # for this job's workers, on every node
     if cfg.ray_address:
-        ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.ERROR)
+        ray.init(address=cfg.ray_address, log_to_driver=False, logging_level=logging.ERROR, runtime_env=runtime_env)
     else:
         ray.init(address="local", num_cpus=os.cpu_count(), include_dashboard=False, log_to_driver=False,
-                 logging_level=logging.ERROR)
+                 logging_level=logging.ERROR, runtime_env=runtime_env)
     return True
 
 
@@ -503,6 +511,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         write_run(study, run_dir, cfg.budget_flops, cfg.latency_budget_ms, latency_source=cfg.latency_source())
         return study
 
+    reference = _latency_reference(study, cfg) if remaining > 0 else None  # before Ray: on a quiet machine
     started_ray = _init_ray(cfg)
     resources = ray.cluster_resources()
     cpus = cfg.cpus_per_trial or max(1, int(resources.get("CPU", 1)) // cfg.workers)
@@ -515,7 +524,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
         _logger.info("trials train on %s: %d CPU(s)%s each, %d at once", device, cpus,
                      f" and {gpus:g} GPU" if gpus else "", cfg.workers)
         if remaining > 0:
-            _search(study, cfg, seeds, data, remaining, cpus, device, gpus)
+            _search(study, cfg, seeds, data, remaining, cpus, device, gpus, reference)
         if cfg.promote and len(completed_trials(study)) >= cfg.trials:
             run_promotions(study, cfg, cpus, device, gpus)
     finally:
@@ -525,8 +534,23 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
     return study
 
 
+def _latency_reference(study: optuna.Study, cfg: SearchConfig) -> LatencyReference | None:
+    """What the trials measure latency against (`trials.latency.LatencyReference`), on the CPU without a
+    latency table: timed once for the run, and kept in the study so that a resumed run uses the same."""
+    if cfg.latency_table is not None or cfg.latency_device != "cpu":
+        return None
+    ms = study.user_attrs.get(LATENCY_REFERENCE_ATTR)
+    if ms is None:
+        ms = LatencyReference.measure(threads=cfg.latency_threads).ms
+        study.set_user_attr(LATENCY_REFERENCE_ATTR, ms)
+    reference = LatencyReference(ms=ms)
+    _logger.info("latencies are measured against %s at %d px, timed after each run of a candidate (%.1f ms)",
+                 reference.arch, reference.img_size, reference.ms)
+    return reference
+
+
 def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], data: TrialData, remaining: int,
-            cpus: int, device: str, gpus: float) -> None:
+            cpus: int, device: str, gpus: float, reference: LatencyReference | None) -> None:
     """The search proper: Ray Tune trials proposed by Optuna until `remaining` more have completed."""
     from ray import tune
 
@@ -535,7 +559,7 @@ def _search(study: optuna.Study, cfg: SearchConfig, seeds: list[FittedSeed], dat
     run_dir = cfg.out
     settings = TrialSettings(fidelity=cfg.proxy_fidelity(), seed=cfg.seed, threads=cpus, device=device,
                              latency_device=cfg.latency_device, latency_threads=cfg.latency_threads,
-                             latency_budget_ms=cfg.latency_budget_ms, gate=LatencyGate())
+                             latency_budget_ms=cfg.latency_budget_ms, gate=LatencyGate(), latency_reference=reference)
     table = LatencyTable.load(cfg.latency_table_path()) if cfg.latency_table else None
     space = SearchSpace(budget_limits(cfg.budget_flops, keep=tuple(seed.spec for seed in seeds)))
     searcher = BudgetedOptunaSearch(

@@ -229,9 +229,12 @@ def test_resume_after_kill_9(tmp_path):
         proc.wait()
     before = {t.number: (t.values, t.user_attrs.get("duration_s")) for t in load(run).trials
               if t.state == optuna.trial.TrialState.COMPLETE and "rejected" not in t.user_attrs}
+    reference_ms = load(run).user_attrs["latency_reference_ms"]
     result = search("--trials", "4", "--resume", str(run))
     assert result.returncode == 0, result.stderr[-3000:]
     study = load(run)
+    # latencies after the resume are measured against the same reference, not one timed again
+    assert study.user_attrs["latency_reference_ms"] == reference_ms and f"({reference_ms:.1f} ms)" in result.stderr
     assert not study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
     after = {t.number: (t.values, t.user_attrs.get("duration_s")) for t in study.trials}
     assert all(after[n] == v for n, v in before.items())  # completed trials kept, not re-run
@@ -406,3 +409,18 @@ def test_optuna_search_private_state_the_searcher_relies_on(tmp_path):
     searcher.suggest("t2")
     searcher.on_trial_complete("t2", {"accuracy": 60.0, "flops": 2e8, "latency_ms": 4.0})
     assert "t2" in searcher._completed_trials and study.trials[1].values == [60.0, 2e8, 4.0]
+
+
+def test_ray_workers_the_search_starts_get_the_trial_environment(tmp_path):
+    """The allocator settings that keep latency measurements free of page faults (trials.trial.WORKER_ENV)
+    reach the processes Ray starts for trials."""
+    from trials.trial import WORKER_ENV
+
+    code = ("import json, os, ray\nfrom nas.config import SearchConfig\nfrom nas.search import _init_ray\n"
+            f"_init_ray(SearchConfig(budget_flops=1e9, out={str(tmp_path)!r}))\n"
+            f"print(json.dumps(ray.get(ray.remote(lambda: {{k: os.environ.get(k) for k in {sorted(WORKER_ENV)!r}}})"
+            ".remote())))\nray.shutdown()")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert json.loads(done.stdout.splitlines()[-1]) == WORKER_ENV

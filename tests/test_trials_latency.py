@@ -1,3 +1,9 @@
+import os
+import platform
+import subprocess
+import sys
+import time
+
 import pytest
 import timm
 import torch
@@ -51,3 +57,72 @@ def test_a_model_built_only_to_be_timed_is_timed_without_a_copy():
     assert result.median_ms > 0
     assert not model.training  # converted in place: eval mode, channels_last
     assert model.conv1[0].weight.is_contiguous(memory_format=torch.channels_last)
+
+
+# Full-size models timed one after the other in a thread, as a Ray worker's trials time them: page faults
+# per forward, warm-ups included.
+_FAULTS_IN_A_THREAD = """
+import resource, threading
+import torch, nas
+from search_spaces import SEEDS
+from trials.latency import measure_latency
+torch.set_num_threads(1)
+def run():
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    for _ in range(3):
+        model = nas.build_model(SEEDS[{arch!r}], num_classes=1000)
+        measure_latency(model, warmup=5, runs=10, copy_model=False)
+        del model
+    print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 45)
+thread = threading.Thread(target=run)
+thread.start()
+thread.join()
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the settings are glibc's")
+def test_trial_processes_time_a_model_in_a_thread_without_page_faults():
+    """Without WORKER_ENV each forward in a thread maps its activations afresh (glibc unmaps an emptied
+    thread heap); with it, the pages stay mapped after the warm-up."""
+    from trials.trial import WORKER_ENV
+
+    def faults_per_forward(extra: dict[str, str]) -> float:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | extra
+        done = subprocess.run([sys.executable, "-c", _FAULTS_IN_A_THREAD.format(arch="van_b2")], env=env,
+                              capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr[-2000:]
+        return float(done.stdout.split()[-1])
+
+    assert faults_per_forward({}) > 5_000  # 4 KB pages: 20 MB of activations mapped again, on average
+    assert faults_per_forward(WORKER_ENV) < 1_500  # the first forwards of each model only
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_a_reference_cancels_a_slowdown_of_the_whole_machine():
+    """With a busy process sharing its core, a model runs about half as fast; timed against a reference
+    that shares the slowdown, it reads what it reads on a free core."""
+    import nas
+    from search_spaces import SEEDS
+    from trials.latency import LatencyReference
+
+    model = nas.build_model(SEEDS["van_b0"], num_classes=1000)
+    core = {min(os.sched_getaffinity(0))}
+    allowed = os.sched_getaffinity(0)
+    reference = LatencyReference.measure(runs=10)
+    os.sched_setaffinity(0, core)
+    try:
+        alone = measure_latency(model, warmup=3, runs=10).median_ms
+        alone_against = measure_latency(model, warmup=3, runs=10, reference=reference).median_ms
+        spinner = subprocess.Popen([sys.executable, "-c",
+                                    f"import os\nos.sched_setaffinity(0, {core})\nwhile True: pass"])
+        try:
+            time.sleep(0.5)
+            shared = measure_latency(model, warmup=3, runs=10).median_ms
+            shared_against = measure_latency(model, warmup=3, runs=10, reference=reference).median_ms
+        finally:
+            spinner.kill()
+            spinner.wait()
+    finally:
+        os.sched_setaffinity(0, allowed)
+    assert shared > 1.5 * alone  # the slowdown is real
+    assert shared_against == pytest.approx(alone_against, rel=0.15)

@@ -11,7 +11,7 @@ from typing import Any
 _LAZY = {
     "DatasetError": "sources", "TrialData": "data", "load_cifar10": "data", "load_dataset": "data",
     "load_imagefolder": "data", "make_synthetic": "data",
-    "LatencyResult": "latency", "measure_latency": "latency",
+    "LatencyReference": "latency", "LatencyResult": "latency", "measure_latency": "latency",
     "ProxyConfig": "train", "StopTrial": "train", "TrainResult": "train", "TrialFailed": "train",
     "evaluate": "train", "train_and_evaluate": "train",
     "jacobian_covariance": "zero_cost", "naswot": "zero_cost", "synflow": "zero_cost",

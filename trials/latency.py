@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
+import math
 import os
 import statistics
 import tempfile
@@ -35,7 +37,8 @@ _logger = logging.getLogger(__name__)
 
 @dataclass
 class LatencyResult:
-    """Per-forward wall times in milliseconds for one batch."""
+    """Per-forward wall times in milliseconds for one batch (with a reference: each run's time relative to
+    the reference's run beside it, times the reference's latency)."""
 
     median_ms: float
     p25_ms: float
@@ -49,6 +52,40 @@ class LatencyResult:
     @property
     def iqr_ms(self) -> float:
         return self.p75_ms - self.p25_ms
+
+
+@dataclass(frozen=True)
+class LatencyReference:
+    """A fixed model timed right after each run of the candidate, so that latency is measured against it.
+
+    This machine is a shared virtual machine: its speed drifts by 10 % over seconds (one model timed over
+    and over in a quiet process read 170-230 ms), more than the differences a search must rank. A model
+    timed beside the candidate drifts with it: the median of their per-run ratios, times the
+    reference's latency measured once for the whole run (`ms`), moved 1-5 % where the plain median moved
+    7-13 % (benchmarks/README.md). CoAtNet-0 at 128 px: convolutions, MBConv and attention, 48 ms here.
+    """
+
+    ms: float  # the reference's latency, measured once for a run with `measure`
+    arch: str = "coatnet_0"
+    img_size: int = 128
+
+    def build(self) -> nn.Module:
+        import nas
+        from search_spaces import SEEDS
+
+        return nas.build_model(SEEDS[self.arch], num_classes=1000, img_size=self.img_size)
+
+    @classmethod
+    def measure(cls, batch_size: int = 1, device: str = "cpu", threads: int = 1, runs: int = 20,
+                rounds: int = 3) -> LatencyReference:
+        """The reference's own latency, measured once, before a run's trials start: the lowest of `rounds`
+        medians, since what disturbs a measurement here only ever slows it."""
+        unmeasured = cls(ms=math.nan)
+        model = unmeasured.build()
+        ms = min(measure_latency(model, img_size=unmeasured.img_size, batch_size=batch_size, device=device,
+                                 threads=threads, warmup=10, runs=runs, copy_model=False).median_ms
+                 for _ in range(rounds))
+        return dataclasses.replace(unmeasured, ms=ms)
 
 
 class LatencyGate:
@@ -111,6 +148,11 @@ def _flock(fd: int, mode: int) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
+def _input(batch_size: int, in_chans: int, img_size: int, device: torch.device) -> torch.Tensor:
+    x = torch.randn(batch_size, in_chans, img_size, img_size, device=device)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
 def to_channels_last(model: nn.Module) -> nn.Module:
     """channels_last for the 4-D weights; Module.to(memory_format=...) refuses a model holding other
     ranks (e.g. CondConv's bank of expert kernels)."""
@@ -130,13 +172,16 @@ def measure_latency(
         runs: int = 30,
         in_chans: int = 3,
         copy_model: bool = True,
+        reference: LatencyReference | None = None,
 ) -> LatencyResult:
     """Median forward time of a deep copy of model in eval / inference mode (of model itself, converted
     in place, with copy_model=False: for a model built only to be timed, whose copy would double its memory).
 
     The input and the copy are channels_last; torch's intra-op thread count is
     fixed to threads for the measurement and restored afterwards. On CUDA every
-    run is bracketed by synchronisation so the time covers the kernels.
+    run is bracketed by synchronisation so the time covers the kernels. With a
+    `reference`, its model runs after each run of this one and the times are
+    measured against it (`LatencyReference`).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
@@ -146,21 +191,27 @@ def measure_latency(
     torch.set_num_threads(threads)
     try:
         net = to_channels_last((copy.deepcopy(model) if copy_model else model).to(dev)).eval()
-        x = torch.randn(batch_size, in_chans, img_size, img_size, device=dev)
-        x = x.contiguous(memory_format=torch.channels_last)
-        times = []
+        x = _input(batch_size, in_chans, img_size, dev)
+        pairs = [(net, x)]
+        if reference is not None:
+            pairs.append((to_channels_last(reference.build().to(dev)).eval(),
+                          _input(batch_size, 3, reference.img_size, dev)))
+        runs_ms: list[list[float]] = [[] for _ in pairs]
         # removing the parametrizations instead would edit the class the copy shares with `model`
         with torch.inference_mode(), parametrize.cached():
             for _ in range(warmup):
-                net(x)
+                for module, inputs in pairs:
+                    module(inputs)
             sync()
             for _ in range(runs):
-                start = time.perf_counter()
-                net(x)
-                sync()
-                times.append(1000.0 * (time.perf_counter() - start))
+                for (module, inputs), timed in zip(pairs, runs_ms):
+                    start = time.perf_counter()
+                    module(inputs)
+                    sync()
+                    timed.append(1000.0 * (time.perf_counter() - start))
     finally:
         torch.set_num_threads(prev_threads)
+    times = runs_ms[0] if reference is None else [reference.ms * a / b for a, b in zip(*runs_ms)]
     q = statistics.quantiles(times, n=4, method="inclusive") if len(times) > 1 else times * 3
     result = LatencyResult(
         median_ms=statistics.median(times), p25_ms=q[0], p75_ms=q[2], times_ms=times,

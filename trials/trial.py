@@ -22,13 +22,24 @@ import nas
 from search_spaces.spec import ArchSpec
 from trials.data import TrialData
 from trials.fidelity import PROXY, Fidelity
-from trials.latency import LatencyGate, measure_latency
+from trials.latency import LatencyGate, LatencyReference, measure_latency
 from trials.train import ProxyConfig, TrainResult, train_and_evaluate
 
-__all__ = ["TrialSettings", "run_trial", "run_promotion", "release_freed_memory"]
+__all__ = ["TrialSettings", "run_trial", "run_promotion", "release_freed_memory", "WORKER_ENV"]
 
 _logger = logging.getLogger(__name__)
 Report = Callable[[dict[str, Any]], None]
+
+# The environment of a process that runs trials: glibc's allocator set so that a forward pass of a
+# full-size model finds its activations' pages still mapped from the forward before. By default
+# - Ray Tune runs a trial in a thread of its worker, and glibc gives a thread a heap of its own that it
+#   unmaps whenever it empties: VAN-B2 (5 GFLOPs) faulted 55,000 pages a forward and read 290 ms, not 180;
+# - in the main heap, a young process maps its larger blocks one by one and returns the heap's free top
+#   past a threshold that grows with what it has freed: the first models a worker timed faulted 6,000 to
+#   9,000 pages a forward and read up to 20 % high (CoAtNet-0).
+# One heap, blocks up to 32 MB (glibc's largest threshold) from the heap, and no return of its top until
+# `release_freed_memory` after a trial: no faults after the warm-up. Read when a process starts.
+WORKER_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
 
 
 @dataclass
@@ -41,7 +52,7 @@ class TrialSettings:
     img_size: int = 224  # the full-size model's resolution, for FLOPs and latency
     latency_device: str = "cpu"
     latency_warmup: int = 5  # the first model timed in a process read up to 40 % high after 3
-    latency_runs: int = 10
+    latency_runs: int = 20  # medians of 10 runs of VAN-B2 moved 6 % between measurements, of 20 3 %
     latency_budget_ms: float | None = None
     latency_threads: int = 1  # fixed for a whole study, so that its latencies compare
     threads: int = 1  # for training
@@ -49,6 +60,8 @@ class TrialSettings:
     # measurements wait for this machine's other trials to finish their step and hold them meanwhile;
     # None: measure beside them (a lone trial, tests)
     gate: LatencyGate | None = None
+    # latency measured against this model, timed between the candidate's runs; None: plain milliseconds
+    latency_reference: LatencyReference | None = None
 
     @property
     def proxy(self) -> ProxyConfig:
@@ -106,7 +119,8 @@ def _measure(spec: ArchSpec, settings: TrialSettings) -> float:
     with gate.measuring() if gate is not None else contextlib.nullcontext():
         latency = measure_latency(full, img_size=settings.img_size, device=settings.latency_device,
                                   threads=settings.latency_threads, warmup=settings.latency_warmup,
-                                  runs=settings.latency_runs, copy_model=False)
+                                  runs=settings.latency_runs, copy_model=False,
+                                  reference=settings.latency_reference)
     del full
     release_freed_memory()
     return latency.median_ms
