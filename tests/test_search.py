@@ -411,16 +411,24 @@ def test_optuna_search_private_state_the_searcher_relies_on(tmp_path):
     assert "t2" in searcher._completed_trials and study.trials[1].values == [60.0, 2e8, 4.0]
 
 
+_WORKER_ENVIRONMENT = """
+import json, os, sys, ray
+from nas.config import SearchConfig
+from nas.search import _init_ray
+from trials.trial import WORKER_ENV
+_init_ray(SearchConfig(budget_flops=1e9, out=sys.argv[1]))
+print(json.dumps(ray.get(ray.remote(lambda: {name: os.environ.get(name) for name in WORKER_ENV}).remote())))
+ray.shutdown()
+"""
+
+
 def test_ray_workers_the_search_starts_get_the_trial_environment(tmp_path):
     """The allocator settings that keep latency measurements free of page faults (trials.trial.WORKER_ENV)
-    reach the processes Ray starts for trials."""
+    reach the processes Ray starts for trials, though the search's own process lacks them."""
     from trials.trial import WORKER_ENV
 
-    code = ("import json, os, ray\nfrom nas.config import SearchConfig\nfrom nas.search import _init_ray\n"
-            f"_init_ray(SearchConfig(budget_flops=1e9, out={str(tmp_path)!r}))\n"
-            f"print(json.dumps(ray.get(ray.remote(lambda: {{k: os.environ.get(k) for k in {sorted(WORKER_ENV)!r}}})"
-            ".remote())))\nray.shutdown()")
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    done = subprocess.run([sys.executable, "-c", _WORKER_ENVIRONMENT, str(tmp_path)], capture_output=True, text=True,
+                          env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == WORKER_ENV

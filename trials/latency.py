@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 import logging
 import math
 import os
@@ -20,7 +19,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -58,8 +57,8 @@ class LatencyResult:
 class LatencyReference:
     """A fixed model timed right after each run of the candidate, so that latency is measured against it.
 
-    This machine is a shared virtual machine: its speed drifts by 10 % over seconds (one model timed over
-    and over in a quiet process read 170-230 ms), more than the differences a search must rank. A model
+    A shared or virtual machine's speed drifts: on this project's, one model timed over and over in a quiet
+    process read medians of 170-230 ms within 40 s, more than the differences a search must rank. A model
     timed beside the candidate drifts with it: the median of their per-run ratios, times the
     reference's latency measured once for the whole run (`ms`), moved 1-5 % where the plain median moved
     7-13 % (benchmarks/README.md). CoAtNet-0 at 128 px: convolutions, MBConv and attention, 48 ms here.
@@ -85,7 +84,7 @@ class LatencyReference:
         ms = min(measure_latency(model, img_size=unmeasured.img_size, batch_size=batch_size, device=device,
                                  threads=threads, warmup=10, runs=runs, copy_model=False).median_ms
                  for _ in range(rounds))
-        return dataclasses.replace(unmeasured, ms=ms)
+        return replace(unmeasured, ms=ms)
 
 
 class LatencyGate:
