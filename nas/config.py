@@ -85,12 +85,18 @@ class SearchConfig:
         copy = Path(self.out) / LATENCY_TABLE
         return copy if copy.is_file() else Path(self.latency_table)
 
+    @property
+    def latency_against_reference(self) -> bool:
+        """Whether trials measure latency against a reference model (`trials.latency.LatencyReference`):
+        on the CPU, without a table."""
+        return self.latency_table is None and self.latency_device == "cpu"
+
     def latency_source(self) -> str:
         """Where the run's latencies come from, in words, for the report and the log."""
         if self.latency_table is None:
             return (f"latency measured on this machine's {self.latency_device}, {self.latency_threads} thread(s), "
-                    "batch 1, 224x224, with the machine's other trials held meanwhile, against a reference model "
-                    "timed after each run")
+                    "batch 1, 224x224, with the machine's other trials held meanwhile"
+                    + (", against a reference model timed after each run" if self.latency_against_reference else ""))
         from .latency import LatencyTable, LatencyTableError
 
         try:

@@ -24,7 +24,7 @@ from torch import nn
 
 from search_spaces.space import RandomChoiceTrial, sample_spec
 from search_spaces.spec import BLOCK_TYPES, STEM_TYPES, STRIDING_BLOCKS, ArchSpec
-from trials.latency import to_channels_last
+from trials.latency import Call, channels_last_input, time_in_turns, to_channels_last
 
 from .count import count
 from .latency import (
@@ -133,8 +133,7 @@ def build_part(part: Part, batch: int = 1, device: str = "cpu") -> tuple[nn.Modu
         if s["pos_embed"] is not None and getattr(module, "uses_pos_embed", False):
             extra = (make_pos_embed(*s["pos_embed"]).detach().to(device),)
     module = to_channels_last(module.to(device)).eval()
-    x = torch.randn(batch, *shape, device=device).contiguous(memory_format=torch.channels_last)
-    return module, (x, *extra)
+    return module, (channels_last_input(batch, *shape, device=device), *extra)
 
 
 def time_forward(module: nn.Module, args: tuple[torch.Tensor, ...], warmup: int, runs: int) -> float:
@@ -142,26 +141,12 @@ def time_forward(module: nn.Module, args: tuple[torch.Tensor, ...], warmup: int,
     return time_round_robin([(module, args)], warmup, runs)[0]
 
 
-def time_round_robin(calls: list[tuple[nn.Module, tuple[torch.Tensor, ...]]], warmup: int, runs: int) -> list[float]:
-    """Median milliseconds of each `module(*args)`, timed in turns: each run of one follows a run of each of
-    the others. A part timed over and over alone finds its weights and code hot in the caches, which it
-    does not in a model (the parts of small models, each timed alone, summed 10-25 % below the model);
-    in turns with parts of about its size, as in a model, the sums come within a few percent."""
-    cuda = any(args[0].device.type == "cuda" for _, args in calls)
-    sync = torch.cuda.synchronize if cuda else (lambda: None)
-    times: list[list[float]] = [[] for _ in calls]
-    with torch.inference_mode():
-        for _ in range(warmup):
-            for module, args in calls:
-                module(*args)
-        sync()
-        for _ in range(runs):
-            for i, (module, args) in enumerate(calls):
-                start = time.perf_counter()
-                module(*args)
-                sync()
-                times[i].append(1000.0 * (time.perf_counter() - start))
-    return [statistics.median(t) for t in times]
+def time_round_robin(calls: list[Call], warmup: int, runs: int) -> list[float]:
+    """Median milliseconds of each `module(*args)`, timed in turns (`trials.latency.time_in_turns`). A part
+    timed over and over alone finds its weights and code hot in the caches, which it does not in a model
+    (the parts of small models, each timed alone, summed 10-25 % below the model); in turns with parts
+    of about its size, as in a model, the sums come within a few percent."""
+    return [statistics.median(t) for t in time_in_turns(calls, warmup, runs)]
 
 
 def depthwise_widths(hw: int, kernel: int, dilation: int) -> tuple[int, ...]:
@@ -187,7 +172,7 @@ def measure_depthwise(batch: int = 1, device: str = "cpu", warmup: int = 2, runs
             points = []
             for width in depthwise_widths(hw, kernel, dilation):
                 conv = to_channels_last(DepthwiseConv2d(width, kernel, dilation).to(device)).eval()
-                x = torch.randn(batch, width, hw, hw, device=device).contiguous(memory_format=torch.channels_last)
+                x = channels_last_input(batch, width, hw, hw, device=device)
                 points.append((width, time_forward(conv, (x,), warmup, runs)))
             found[depthwise_key(hw, kernel, dilation)] = points
     return found
@@ -323,7 +308,7 @@ def _fit_correction(table: LatencyTable, n: int, rng: random.Random, device: str
 
     sums, measured, chosen = [], [], []
     specs = random_specs(rng)
-    x = torch.randn(batch, 3, 224, 224, device=device).contiguous(memory_format=torch.channels_last)
+    x = channels_last_input(batch, 3, 224, 224, device=device)
     for i in range(n):  # each alone, over and over, as `trials.latency.measure_latency` times a model
         spec = next(specs)
         chosen.append(spec)

@@ -537,7 +537,7 @@ def run_search(cfg: SearchConfig) -> optuna.Study:
 def _latency_reference(study: optuna.Study, cfg: SearchConfig) -> LatencyReference | None:
     """What the trials measure latency against (`trials.latency.LatencyReference`), on the CPU without a
     latency table: timed once for the run, and kept in the study so that a resumed run uses the same."""
-    if cfg.latency_table is not None or cfg.latency_device != "cpu":
+    if not cfg.latency_against_reference:
         return None
     ms = study.user_attrs.get(LATENCY_REFERENCE_ATTR)
     if ms is None:

@@ -164,14 +164,8 @@ def test_trial_with_a_predicted_latency_builds_no_full_size_model(monkeypatch):
     assert built == [1000, data.num_classes]  # without it: the full-size model is built and timed
 
 
-def _hold_measuring(path: str, started, seconds: float) -> None:
-    with LatencyGate(path).measuring():
-        started.set()
-        time.sleep(seconds)
-
-
-def _hold_computing(path: str, started, seconds: float) -> None:
-    with LatencyGate(path).computing():
+def _hold(path: str, side: str, started, seconds: float) -> None:
+    with getattr(LatencyGate(path), side)():
         started.set()
         time.sleep(seconds)
 
@@ -182,8 +176,7 @@ def test_latency_gate_holds_training_during_a_measurement_and_the_reverse(tmp_pa
     measurement waits for the step under way."""
     ctx = multiprocessing.get_context("spawn")
     started = ctx.Event()
-    target = _hold_measuring if holder == "measuring" else _hold_computing
-    proc = ctx.Process(target=target, args=(str(tmp_path / "gate"), started, 1.5))
+    proc = ctx.Process(target=_hold, args=(str(tmp_path / "gate"), holder, started, 1.5))
     proc.start()
     try:
         assert started.wait(30)

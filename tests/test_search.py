@@ -432,3 +432,14 @@ def test_ray_workers_the_search_starts_get_the_trial_environment(tmp_path):
                           env=env, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert json.loads(done.stdout.splitlines()[-1]) == WORKER_ENV
+
+
+def test_latency_source_names_the_reference_only_where_trials_use_it(tmp_path):
+    from dataclasses import replace
+
+    from nas.config import SearchConfig
+
+    cpu = SearchConfig(budget_flops=1e9, out=tmp_path)
+    assert cpu.latency_against_reference and "against a reference model" in cpu.latency_source()
+    cuda = replace(cpu, latency_device="cuda")  # timed plainly: synchronised GPU runs
+    assert not cuda.latency_against_reference and "reference" not in cuda.latency_source()

@@ -147,9 +147,33 @@ def _flock(fd: int, mode: int) -> Iterator[None]:
         fcntl.flock(fd, fcntl.LOCK_UN)
 
 
-def _input(batch_size: int, in_chans: int, img_size: int, device: torch.device) -> torch.Tensor:
-    x = torch.randn(batch_size, in_chans, img_size, img_size, device=device)
-    return x.contiguous(memory_format=torch.channels_last)
+def channels_last_input(*shape: int, device: str | torch.device = "cpu") -> torch.Tensor:
+    """A random input of `shape` (batch, channels, height, width) in channels_last, as the models run."""
+    return torch.randn(*shape, device=device).contiguous(memory_format=torch.channels_last)
+
+
+Call = tuple[nn.Module, tuple[torch.Tensor, ...]]
+
+
+def time_in_turns(calls: list[Call], warmup: int, runs: int) -> list[list[float]]:
+    """Milliseconds of every run of each `module(*args)` under inference mode, timed in turns: each run of
+    one follows a run of each of the others. On CUDA every run is bracketed by synchronisation so that
+    the time covers the kernels."""
+    cuda = any(args[0].device.type == "cuda" for _, args in calls)
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    times: list[list[float]] = [[] for _ in calls]
+    with torch.inference_mode():
+        for _ in range(warmup):
+            for module, args in calls:
+                module(*args)
+        sync()
+        for _ in range(runs):
+            for (module, args), timed in zip(calls, times):
+                start = time.perf_counter()
+                module(*args)
+                sync()
+                timed.append(1000.0 * (time.perf_counter() - start))
+    return times
 
 
 def to_channels_last(model: nn.Module) -> nn.Module:
@@ -177,37 +201,24 @@ def measure_latency(
     in place, with copy_model=False: for a model built only to be timed, whose copy would double its memory).
 
     The input and the copy are channels_last; torch's intra-op thread count is
-    fixed to threads for the measurement and restored afterwards. On CUDA every
-    run is bracketed by synchronisation so the time covers the kernels. With a
-    `reference`, its model runs after each run of this one and the times are
-    measured against it (`LatencyReference`).
+    fixed to threads for the measurement and restored afterwards (`time_in_turns`
+    times the runs). With a `reference`, its model runs after each run of this one
+    and the times are measured against it (`LatencyReference`).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     dev = torch.device(device)
-    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         net = to_channels_last((copy.deepcopy(model) if copy_model else model).to(dev)).eval()
-        x = _input(batch_size, in_chans, img_size, dev)
-        pairs = [(net, x)]
+        calls: list[Call] = [(net, (channels_last_input(batch_size, in_chans, img_size, img_size, device=dev),))]
         if reference is not None:
-            pairs.append((to_channels_last(reference.build().to(dev)).eval(),
-                          _input(batch_size, 3, reference.img_size, dev)))
-        runs_ms: list[list[float]] = [[] for _ in pairs]
+            calls.append((to_channels_last(reference.build().to(dev)).eval(),
+                          (channels_last_input(batch_size, 3, reference.img_size, reference.img_size, device=dev),)))
         # removing the parametrizations instead would edit the class the copy shares with `model`
-        with torch.inference_mode(), parametrize.cached():
-            for _ in range(warmup):
-                for module, inputs in pairs:
-                    module(inputs)
-            sync()
-            for _ in range(runs):
-                for (module, inputs), timed in zip(pairs, runs_ms):
-                    start = time.perf_counter()
-                    module(inputs)
-                    sync()
-                    timed.append(1000.0 * (time.perf_counter() - start))
+        with parametrize.cached():
+            runs_ms = time_in_turns(calls, warmup, runs)
     finally:
         torch.set_num_threads(prev_threads)
     times = runs_ms[0] if reference is None else [reference.ms * a / b for a, b in zip(*runs_ms)]

@@ -36,7 +36,7 @@ Report = Callable[[dict[str, Any]], None]
 #   unmaps whenever it empties: VAN-B2 (5 GFLOPs) faulted 55,000 pages a forward and read 290 ms, not 180;
 # - in the main heap, a young process maps its larger blocks one by one and returns the heap's free top
 #   past a threshold that grows with what it has freed: the first models a worker timed faulted 6,000 to
-#   9,000 pages a forward and read up to 20 % high (CoAtNet-0).
+#   9,000 pages a forward and read up to 29 % high (CoAtNet-0: 162 ms, then 131 and 126).
 # One heap, blocks up to 32 MB (glibc's largest threshold) from the heap, and no return of its top until
 # `release_freed_memory` after a trial: no faults after the warm-up. Read when a process starts.
 WORKER_ENV = {"MALLOC_ARENA_MAX": "1", "MALLOC_MMAP_THRESHOLD_": str(32 << 20), "MALLOC_TRIM_THRESHOLD_": str(4 << 30)}
